@@ -1,0 +1,1 @@
+"""LLM fine-tuning with the zotheory kernels (importable as ``zotheory.llm``)."""

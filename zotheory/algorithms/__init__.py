@@ -1,0 +1,1 @@
+"""Update rules, one module per paper algorithm (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Literal, one-run, float64 transcriptions of the pseudocode, used by tests as ground truth."""
