@@ -1,0 +1,221 @@
+"""JAGUAR Muon: Algorithm 2 of Petrov et al. (2025), exactly as the pseudocode.
+
+Pseudocode (seed 003, "Algorithm 2: JAGUAR Muon")::
+
+    Parameters: gamma (stepsize), beta (momentum), tau (grad. approx.),
+                ns_steps (Newton-Schulz steps), T (iterations).
+    Init: X^0 in R^{m x n}, M^{-1} = 0_{m x n}.
+    for t = 0 to T do
+        Sample i_t ~ U(1..m), j_t ~ U(1..n);  E^t <- one-hot(i_t, j_t);  sample xi^t ~ D
+        g <- (f_+ - f_-) / (2 tau),  f_+ = f^(X^t + tau E^t, xi^t),  f_- = f^(X^t - tau E^t, xi^t)
+        M^t_{i_t, j_t} <- beta M^{t-1}_{i_t, j_t} + (1 - beta) g
+        M^t_{(i, j) != (i_t, j_t)} <- M^{t-1}_{i, j}          (momentum persists across steps)
+        X^{t+1} <- X^t - gamma * Newton_Schulz(M^t, K = ns_steps)
+    end for
+    Return X^{N(T)}, N(T) ~ U(1..T)   (the runner's job, not this kernel's)
+
+    Subroutine Newton_Schulz(A in R^{m x n}, K = 10):
+        A^0 <- A / ||A||_F;  for k = 0 to K: A^{k+1} <- 3/2 A^k - 1/2 A^k (A^k)^T A^k;  Return A^K
+
+(The seed prints the keep-rule as ``M_{i != i_t, j != j_t}``; read literally that would
+leave the entries sharing a row or a column with ``(i_t, j_t)`` undefined. The LaTeX
+draft and Algorithm 1 make the intent plain: every entry other than the sampled one
+keeps its value. That is what this module does.)
+
+Symbols -> arguments
+
+===================  =============================================================
+paper                code
+===================  =============================================================
+gamma                ``step(..., gamma=)`` (number or per-run tensor), > 0
+beta                 ``update(..., beta=)`` / ``step(..., beta=)``, in [0, 1)
+tau                  ``step(..., tau=)``, > 0
+ns_steps (K)         ``ns_steps`` (integer >= 1; ``None`` = the method's default:
+                     10 for ``ns3`` as in the seed, 5 for ``ns5``)
+Newton_Schulz        ``orthogonalization``: ``"ns3"`` (default, the pseudocode's
+                     subroutine), ``"exact"`` (SVD polar factor, what the proof of
+                     Theorem 2 uses), ``"ns5"`` (Keller Jordan's quintic); see
+                     :mod:`zotheory.orthogonalize`
+(i_t, j_t)           one flat index ``i_t * n + j_t`` in ``CoordinateEstimate.indices``
+                     (``step(..., indices=)`` to fix it)
+g                    ``CoordinateEstimate.values``
+M^t                  ``JaguarMuonState.momentum`` (dense, shape of ``X``)
+xi^t                 the ``oracle`` passed to ``step`` (one iteration's oracle)
+===================  =============================================================
+
+Sampling. ``(i_t, j_t)`` is drawn as ONE flat index ``p ~ U{0, ..., mn - 1}`` with
+:func:`zotheory.random.sample_coordinates` (for ``k = 1`` exactly
+``torch.randint(0, m*n, (*batch, 1), generator=g)``), and ``(i_t, j_t) = (p // n, p % n)``
+(row-major, the layout of ``X.reshape(-1)``). The map ``(i, j) -> i n + j`` is a
+bijection of ``{0..m-1} x {0..n-1}`` onto ``{0..mn-1}``, so a uniform flat index is
+the same distribution as independent uniform ``i`` and ``j``.
+
+Citation: E. Petrov, G. Evseev, A. Antonov, A. Veprikov, P. Plyusnin, N. Bushkov,
+S. Moiseev, A. Beznosikov, "Leveraging Coordinate Momentum in SignSGD and Muon:
+Memory-Optimized Zero-Order LLM Fine-Tuning", arXiv:2506.04430 (2025).
+
+Deviations
+----------
+None for ``coords_per_step = 1`` and ``orthogonalization = "ns3"`` (the defaults):
+the kernel follows the literal transcription :func:`zotheory.reference.jaguar_muon.run`
+step by step on the same generator seed: bitwise-equal float64 iterates for ``m <= n``;
+for ``m > n`` equal to ~1e-12 after 41 steps, because :mod:`zotheory.orthogonalize`
+iterates on ``A^T`` (``A (A^T A)`` instead of ``(A A^T) A``, a rounding difference only;
+see ``tests/test_muon_and_fo_rules.py``).
+The Newton-Schulz numerical guards (zero matrix -> zero direction, computation in at
+least float32, iteration on ``A^T`` when ``m > n``) are described in
+:mod:`zotheory.orthogonalize` and change no value beyond rounding.
+
+Named generalisations (off by default, not the paper):
+
+* ``coords_per_step = k > 1``: ``k`` distinct entries per step, each with its own
+  central difference (``2k`` oracle calls); the momentum write rule is applied at each.
+* ``orthogonalization = "exact"`` or ``"ns5"`` (see above). The seed's subroutine has
+  ``K = 10``; the LaTeX draft writes ``K = 5`` -- seed 003 governs.
+
+Shapes. ``x`` is ``(m, n)`` (``batch_dims = 0``) or ``(B, m, n)`` (``batch_dims = 1``,
+one independent run per leading index). Any other rank raises ``ValueError``; use
+:func:`zotheory.orthogonalize.as_matrix` in a shell for vectors and conv weights.
+The momentum buffer is dense, in ``torch.promote_types(x.dtype, float32)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from .._checks import (
+    check_choice,
+    check_in_range,
+    check_int_at_least,
+    check_positive,
+    check_tensor_rank,
+)
+from ..estimates import CoordinateEstimate
+from ..orthogonalize import METHODS, orthogonalize
+from ._zo_common import check_batch_dims, move, require_generator
+from .jaguar_signsgd import write_momentum
+
+__all__ = ["JaguarMuonState", "init", "update", "step"]
+
+
+class IterationOracle(Protocol):
+    def value(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class JaguarMuonState:
+    """``momentum``: M^{t-1}, shape of ``x``; ``step``: iterations done; ``batch_dims``."""
+
+    momentum: torch.Tensor
+    step: int = 0
+    batch_dims: int = 0
+
+
+def _check_matrix(x: torch.Tensor, batch_dims: int) -> None:
+    check_batch_dims(x, batch_dims, min_event_dims=2)
+    check_tensor_rank("x", x, 2, batch_dims=batch_dims)
+
+
+def _check_ns(orthogonalization: str, ns_steps: int | None) -> None:
+    check_choice("orthogonalization", orthogonalization, METHODS)
+    if ns_steps is not None:
+        check_int_at_least("ns_steps", ns_steps, 1)
+
+
+def init(x: torch.Tensor, *, batch_dims: int = 0) -> JaguarMuonState:
+    """M^{-1} = 0 with the shape of ``x`` (``(m, n)`` or ``(B, m, n)``)."""
+    _check_matrix(x, batch_dims)
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return JaguarMuonState(
+        momentum=torch.zeros(x.shape, dtype=dtype, device=x.device), step=0, batch_dims=batch_dims
+    )
+
+
+def update(
+    estimate: CoordinateEstimate,
+    state: JaguarMuonState,
+    *,
+    beta: float | torch.Tensor,
+    orthogonalization: str = "ns3",
+    ns_steps: int | None = None,
+    inplace: bool = False,
+) -> tuple[torch.Tensor, JaguarMuonState]:
+    """One momentum write and the orthogonalized direction: ``(NS(M^t), new_state)``.
+
+    Only the sampled entries of ``M`` change (``M_p <- beta M_p + (1 - beta) g_p``);
+    every other entry keeps its value. With ``inplace=False`` neither ``estimate``
+    nor ``state`` is modified; with ``inplace=True`` ``state.momentum`` is
+    overwritten and shared with the new state.
+    """
+    if not isinstance(estimate, CoordinateEstimate):
+        raise ValueError(f"estimate must be a CoordinateEstimate, got {type(estimate).__name__}")
+    if estimate.mode != "coordinate":
+        raise ValueError(f"estimate.mode must be 'coordinate' for JAGUAR Muon, got {estimate.mode!r}")
+    check_in_range("beta", beta, 0.0, 1.0, low_closed=True, high_closed=False)
+    _check_ns(orthogonalization, ns_steps)
+    check_tensor_rank("state.momentum", state.momentum, 2, batch_dims=state.batch_dims)
+    M = state.momentum if inplace else state.momentum.clone()
+    if not M.is_contiguous():
+        raise ValueError("state.momentum must be contiguous")
+    write_momentum(M, estimate.indices, estimate.values, beta, state.batch_dims)
+    direction = orthogonalize(M, orthogonalization, ns_steps, batch_dims=state.batch_dims)
+    return direction, dataclasses.replace(state, momentum=M, step=state.step + 1)
+
+
+def step(
+    x: torch.Tensor,
+    oracle: IterationOracle,
+    state: JaguarMuonState,
+    *,
+    gamma: float | torch.Tensor,
+    beta: float | torch.Tensor,
+    tau: float | torch.Tensor,
+    generator: torch.Generator | None = None,
+    orthogonalization: str = "ns3",
+    ns_steps: int | None = None,
+    coords_per_step: int = 1,
+    batch_dims: int = 0,
+    indices: torch.Tensor | None = None,
+    inplace: bool = True,
+) -> JaguarMuonState:
+    """One iteration of Algorithm 2 on ``x`` (moved in place); returns the new state.
+
+    Draws the flat index of ``(i_t, j_t)`` from ``generator`` (unless ``indices`` is
+    given, shape ``(*batch_shape, k)``), estimates with ``closure = lambda:
+    oracle.value(x)`` (2 oracle calls per entry), writes the momentum and moves
+    ``x <- x - gamma * NS(M^t)``. ``inplace=True`` (drivers) reuses ``state``'s buffer.
+    """
+    from .. import estimators
+
+    _check_matrix(x, batch_dims)
+    if batch_dims != state.batch_dims or state.momentum.shape != x.shape:
+        raise ValueError(
+            f"state does not match x: momentum shape {tuple(state.momentum.shape)} with "
+            f"batch_dims={state.batch_dims}, x shape {tuple(x.shape)} with batch_dims={batch_dims}"
+        )
+    check_positive("gamma", gamma)
+    check_positive("tau", tau)
+    check_in_range("beta", beta, 0.0, 1.0, low_closed=True, high_closed=False)
+    _check_ns(orthogonalization, ns_steps)
+    k = check_int_at_least("coords_per_step", coords_per_step, 1)
+    if indices is None:
+        require_generator(generator, "indices")
+
+    closure: Callable[[], torch.Tensor] = lambda: oracle.value(x)
+    estimate = estimators.jaguar_coordinates(
+        x, closure, tau, k=k, generator=generator, indices=indices, batch_dims=batch_dims
+    )
+    direction, new_state = update(
+        estimate,
+        state,
+        beta=beta,
+        orthogonalization=orthogonalization,
+        ns_steps=ns_steps,
+        inplace=inplace,
+    )
+    move(x, gamma, direction, batch_dims)
+    return new_state

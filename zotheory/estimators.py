@@ -1,0 +1,882 @@
+r"""Zero-order gradient estimators: the only code in the library that queries the oracle.
+
+Every estimator takes the parameters (a tensor, or a list of tensors), a
+zero-argument ``closure()`` that evaluates the oracle ``f^(x, xi)`` at the
+*current* parameter values, and a finite-difference step ``tau``. It perturbs
+the parameters **in place**, calls the closure, and writes the **saved original
+values** back (never ``x + tau - tau``, which is not ``x`` in bf16/fp16), so that
+afterwards the parameters are bitwise identical to before -- also when the
+closure raises or returns a non-finite value (the parameters are restored first,
+then :class:`NonFiniteOracleError` is raised naming the call). The only
+exception is the opt-in ``restore="regenerate"`` of the direction estimators.
+
+Notation: ``x`` is the concatenation of the flattened parameters (in list
+order), ``d`` its length (the *event* numel), ``e_i`` the ``i``-th unit vector.
+
+Coordinate estimators (return :class:`~zotheory.estimates.CoordinateEstimate`)
+---------------------------------------------------------------------------
+
+* :func:`jaguar_coordinates` (``mode="coordinate"``, Algorithm 1/2's estimate;
+  ``k = 1`` is exactly the pseudocode). ``k`` distinct coordinates
+  ``i_1..i_k`` (uniform, :func:`zotheory.random.sample_coordinates`), each with
+  its own central difference, ``2k`` oracle calls::
+
+      g_{i_j} = ( f^(x + tau e_{i_j}) - f^(x - tau e_{i_j}) ) / (2 tau).
+
+  For an ``L``-smooth ``f`` and exact oracle, ``|g_i - partial_i f(x)| <= L tau / 2``
+  (attained by ``(L/2) t|t|`` at 0); with oracle noise ``|delta| <= Delta`` the
+  error is ``<= L tau / 2 + Delta / tau``. On quadratics the difference is exact.
+  With ``i`` uniform, ``d * E_i[g_i e_i] = grad f`` on quadratics.
+
+* :func:`jaguar_block` (``mode="block"``, the authors' released code): a block
+  ``S`` made of ``fraction`` of the rows times ``fraction`` of the columns of each
+  2-D tensor (tensors of rank > 2 are viewed as ``(shape[0], rest)``),
+  ``fraction`` of the entries of each 1-D tensor (at least one row / column /
+  entry each: ``max(1, floor(fraction * n))``), moved jointly by ``+-tau``
+  (``e_S`` = indicator of ``S``); one scalar, 2 oracle calls::
+
+      g_S = ( f^(x + tau e_S) - f^(x - tau e_S) ) / (2 tau)   (~ sum_{i in S} partial_i f)
+
+  written as the value of every entry of the block.
+
+* :func:`jaguar_row` (``mode="row"``, seed 004's ZO-Jaguar): ``x`` has event
+  shape ``(n, d)``; one row ``r`` (uniform) is moved by ``+-tau`` (``e_r`` = the
+  row's indicator); the value ``(f^(x + tau e_r) - f^(x - tau e_r)) / (2 tau)`` is
+  repeated over the row's ``d`` entries. 2 oracle calls.
+
+Direction estimators (return :class:`~zotheory.estimates.DirectionEstimate`)
+----------------------------------------------------------------------------
+
+``z`` is regenerated from an integer ``seed`` (MeZO's seed trick,
+:func:`zotheory.directions.generate_directions`; only the seed is stored) or
+given explicitly as ``z=`` (stored in the estimate). The estimate is
+``scale * z``:
+
+* :func:`gaussian_two_point`: ``z ~ N(0, I)``,
+  ``scale = (f^(x + tau z) - f^(x - tau z)) / (2 tau)``; ``E[scale z] = grad f``
+  for linear ``f`` (and ``grad f_tau``, the Gaussian smoothing, in general).
+* :func:`sphere_two_point`: ``z`` uniform on the unit sphere of the whole event
+  space, ``scale = d (f^(x + tau z) - f^(x - tau z)) / (2 tau)`` (the factor ``d``
+  makes ``E[scale z] ~ grad f`` since ``E[z z^T] = I/d``).
+* :func:`rademacher_two_point`: ``z in {-1, +1}^d``, same scale as Gaussian.
+* :func:`forward_difference`: ``scale = c (f^(x + tau z) - f0) / tau`` with
+  ``f0 = f^(x)`` (one more call unless ``f0`` is supplied) and ``c = d`` for the
+  sphere, 1 otherwise.
+* :func:`forward_grad` (Forward-Grad, Baydin et al. 2022): ``scale = <grad fn(x), z>``
+  computed exactly by one forward-mode jvp (``torch.func.jvp``) of a functional
+  ``fn``; needs a differentiable ``fn``, not the oracle closure.
+
+``restore``: ``"saved"`` (default) keeps a copy of the parameters, perturbs
+``x <- fl(x_saved + tau z)`` / ``fl(x_saved - tau z)`` and writes the copy back:
+bitwise, at the cost of one copy of the parameters. ``"regenerate"`` is MeZO's
+in-place walk ``x += tau z; x -= 2 tau z; x += tau z`` (``z`` regenerated each
+time, no copy): it needs no extra memory but does **not** restore the parameters
+bitwise: each of the three moves rounds to the parameter dtype, so ``x`` may
+drift by a few units in its last place per estimate (large in bf16/fp16, small
+but non-zero in fp32/fp64), and the realised perturbations differ from
+``+-tau z`` by the same rounding.
+
+Other
+-----
+
+* :func:`evaluate_at`: ``f^(x + D_j)`` for candidate displacements ``D_j``
+  (ZO-SGD-Cons), parameters restored bitwise after each.
+
+Conventions
+-----------
+
+* ``batch_dims`` (0 or more, lists need 0): a single tensor ``x`` of shape
+  ``(*batch, *event)`` holds ``prod(batch)`` independent runs perturbed at once;
+  ``closure()`` returns shape ``batch``; ``indices`` have shape ``(*batch, k)``;
+  ``tau`` is a number or a tensor of shape ``batch`` (one value per run).
+* The perturbed value is computed in ``promote_types(param.dtype, float32)`` and
+  cast to the parameter dtype. Differences are computed in the promotion of that
+  dtype and the closure's value dtype; the divisor is ``2 tau`` (``tau`` for the
+  forward difference) exactly as the pseudocode writes it, even though in low
+  precision the realised step ``fl(x + tau) - x`` may differ from ``tau``.
+* The writes happen under ``torch.no_grad()``; the closure runs in the caller's
+  grad mode (wrap the call in ``torch.no_grad()`` to save memory).
+* ``oracle_calls`` counts closure evaluations per run.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Callable, Iterable, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ._checks import check_choice, check_in_range, check_int_at_least, check_positive, check_tensor_rank
+from .directions import iter_directions
+from .estimates import DIRECTION_DISTRIBUTIONS, CoordinateEstimate, DirectionEstimate
+from .random import sample_coordinates
+
+__all__ = [
+    "NonFiniteOracleError",
+    "RESTORE_MODES",
+    "jaguar_coordinates",
+    "jaguar_block",
+    "jaguar_row",
+    "gaussian_two_point",
+    "sphere_two_point",
+    "rademacher_two_point",
+    "forward_difference",
+    "forward_grad",
+    "evaluate_at",
+]
+
+Params = Union[Tensor, Sequence[Tensor]]
+Closure = Callable[[], Union[Tensor, float]]
+
+RESTORE_MODES = ("saved", "regenerate")
+
+
+class NonFiniteOracleError(FloatingPointError):
+    """The oracle returned nan or inf; the parameters were restored before raising."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _as_list(params: Params | Iterable[Tensor], batch_dims: int, name: str = "params") -> tuple[list[Tensor], bool, int]:
+    """(tensors, given_as_list, batch_dims) after validation."""
+    batch_dims = check_int_at_least("batch_dims", batch_dims, 0)
+    if isinstance(params, Tensor):
+        tensors, is_list = [params], False
+    else:
+        try:
+            tensors = list(params)
+        except TypeError:
+            raise ValueError(
+                f"{name} must be a tensor or a sequence of tensors, got {type(params).__name__}"
+            ) from None
+        is_list = True
+        if not tensors:
+            raise ValueError(f"{name} must hold at least one tensor, got an empty sequence")
+        if batch_dims != 0:
+            raise ValueError(
+                f"batch_dims must be 0 when {name} is a list of tensors, got {batch_dims}"
+            )
+    for p in tensors:
+        if not isinstance(p, Tensor):
+            raise ValueError(f"{name} must hold torch.Tensors, got {type(p).__name__}")
+        if not p.is_floating_point():
+            raise ValueError(f"{name} must be floating-point tensors, got dtype {p.dtype}")
+    if tensors[0].ndim < batch_dims:
+        raise ValueError(
+            f"batch_dims must be <= {name}.ndim = {tensors[0].ndim}, got {batch_dims}"
+        )
+    return tensors, is_list, batch_dims
+
+
+def _event_numel(p: Tensor, batch_dims: int) -> int:
+    return math.prod(p.shape[batch_dims:])
+
+
+def _tau_tensor(tau: float | Tensor, batch_shape: tuple[int, ...], device: torch.device) -> Tensor:
+    """``tau`` as a float64 tensor of shape ``batch_shape`` (validated > 0 and finite)."""
+    check_positive("tau", tau)
+    t = tau.detach() if isinstance(tau, Tensor) else torch.tensor(float(tau), dtype=torch.float64)
+    t = t.to(device=device, dtype=torch.float64)
+    if t.numel() == 1:
+        return t.reshape(()).expand(batch_shape)
+    if tuple(t.shape) != batch_shape:
+        raise ValueError(
+            f"tau must be a number or a tensor of shape {batch_shape} (one value per run), "
+            f"got shape {tuple(t.shape)}"
+        )
+    return t
+
+
+def _bcast(t: Tensor, ndim: int) -> Tensor:
+    """Append singleton dims so ``t`` (shape ``batch``) broadcasts over ``ndim`` total dims."""
+    return t.reshape(tuple(t.shape) + (1,) * (ndim - t.ndim))
+
+
+def _query(closure: Closure, call: str, batch_shape: tuple[int, ...]) -> Tensor:
+    """One oracle evaluation, validated: shape ``batch_shape`` and finite."""
+    value = closure()
+    if isinstance(value, Tensor):
+        v = value.detach().clone()
+    else:  # Python numbers are doubles: keep them in float64 (not the default float32)
+        if isinstance(value, Real) and not isinstance(value, bool):
+            v = torch.tensor(float(value), dtype=torch.float64)
+        else:
+            v = torch.as_tensor(value)
+    if v.is_complex() or v.dtype == torch.bool:
+        raise ValueError(f"closure must return a real number or tensor, got dtype {v.dtype}")
+    if batch_shape == ():
+        if v.numel() != 1:
+            raise ValueError(
+                f"closure must return one value (batch_dims=0), got shape {tuple(v.shape)} from {call}"
+            )
+        v = v.reshape(())
+    elif tuple(v.shape) != batch_shape:
+        raise ValueError(
+            f"closure must return a tensor of shape {batch_shape} (one value per run), "
+            f"got shape {tuple(v.shape)} from {call}"
+        )
+    finite = torch.isfinite(v)
+    if not bool(finite.all()):
+        bad = v[~finite].reshape(-1)[0].item()
+        where = ""
+        if batch_shape != ():
+            first = torch.nonzero(~finite)[0].tolist()
+            where = f" (run {tuple(first) if len(first) > 1 else first[0]})"
+        raise NonFiniteOracleError(f"{call} returned {bad}{where}; parameters were restored")
+    return v
+
+
+def _value_dtype(params: Sequence[Tensor], *values: Tensor) -> torch.dtype:
+    dtype = torch.float32
+    for p in params:
+        dtype = torch.promote_types(dtype, p.dtype)
+    for v in values:
+        dtype = torch.promote_types(dtype, v.dtype)
+    return dtype
+
+
+def _target(p: Tensor, batch_dims: int) -> Tensor:
+    """A view of ``p`` with at least one event dimension (0-d events get a unit axis)."""
+    return p if p.ndim > batch_dims else p.unsqueeze(-1)
+
+
+def _locate(p: Tensor, flat: Tensor, batch_dims: int) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """(view, index tuple) addressing the entries ``flat`` (shape ``(*batch, n)``) of ``p``.
+
+    Works for non-contiguous ``p`` (advanced indexing writes through to ``p``).
+    """
+    t = _target(p, batch_dims)
+    event_shape = tuple(t.shape[batch_dims:])
+    event_idx = torch.unravel_index(flat, event_shape)
+    batch_idx = tuple(
+        torch.arange(n, device=flat.device).reshape((1,) * a + (n,) + (1,) * (flat.ndim - a - 1))
+        for a, n in enumerate(t.shape[:batch_dims])
+    )
+    return t, batch_idx + tuple(event_idx)
+
+
+class _Entries:
+    """Selected entries of parameter tensors, perturbed jointly and restored from a saved copy."""
+
+    def __init__(self, parts: list[tuple[Tensor, tuple[Tensor, ...]]]):
+        self.parts = parts
+        with torch.no_grad():
+            self.saved = [t[loc].clone() for t, loc in parts]
+
+    def shift(self, tau: Tensor, sign: int) -> None:
+        """Set every selected entry to ``fl(saved +- tau)`` (tau shape ``batch``)."""
+        with torch.no_grad():
+            for (t, loc), s in zip(self.parts, self.saved):
+                cdt = _compute_dtype(t.dtype)
+                step = _bcast(tau.to(cdt), s.ndim)
+                base = s.to(cdt)
+                moved = base + step if sign > 0 else base - step
+                t[loc] = moved.to(t.dtype)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for (t, loc), s in zip(self.parts, self.saved):
+                t[loc] = s
+
+
+def _central(
+    entries: _Entries,
+    closure: Closure,
+    tau: Tensor,
+    batch_shape: tuple[int, ...],
+    params: Sequence[Tensor],
+    plus: str,
+    minus: str,
+) -> Tensor:
+    """``(f(x + tau e) - f(x - tau e)) / (2 tau)`` for the joint perturbation ``entries``."""
+    try:
+        entries.shift(tau, +1)
+        f_plus = _query(closure, plus, batch_shape)
+        entries.shift(tau, -1)
+        f_minus = _query(closure, minus, batch_shape)
+    finally:
+        entries.restore()
+    dtype = _value_dtype(params, f_plus, f_minus)
+    return (f_plus.to(dtype) - f_minus.to(dtype)) / (2 * tau.to(dtype))
+
+
+def _check_indices(
+    name: str, indices: Tensor, batch_shape: tuple[int, ...], numel: int, device: torch.device
+) -> Tensor:
+    if not isinstance(indices, Tensor):
+        indices = torch.as_tensor(indices)
+    if indices.dtype.is_floating_point or indices.is_complex() or indices.dtype == torch.bool:
+        raise ValueError(f"{name} must be an integer tensor, got dtype {indices.dtype}")
+    if indices.ndim != len(batch_shape) + 1 or tuple(indices.shape[:-1]) != batch_shape or indices.shape[-1] < 1:
+        raise ValueError(
+            f"{name} must have shape (*{batch_shape}, k) with k >= 1, got {tuple(indices.shape)}"
+        )
+    if bool((indices < 0).any()) or bool((indices >= numel).any()):
+        raise ValueError(
+            f"{name} must lie in [0, {numel}) (the event numel), got values in "
+            f"[{int(indices.min())}, {int(indices.max())}]"
+        )
+    return indices.to(device=device, dtype=torch.long)
+
+
+def _offsets(numels: Sequence[int]) -> list[int]:
+    out = [0]
+    for n in numels:
+        out.append(out[-1] + n)
+    return out
+
+
+def _split_global(
+    tensors: list[Tensor], flat: Tensor
+) -> list[tuple[Tensor, tuple[Tensor, ...]]]:
+    """Route global flat indices (unbatched) of a tensor list to per-tensor locations.
+
+    One host transfer of the indices; work proportional to the tensors actually hit.
+    """
+    offsets = _offsets([p.numel() for p in tensors])
+    flat_cpu = flat.reshape(-1).cpu()
+    owner = torch.searchsorted(torch.tensor(offsets[1:], dtype=torch.long), flat_cpu, right=True)
+    parts = []
+    for t in owner.unique().tolist():
+        local = flat_cpu[owner == t] - offsets[t]
+        parts.append(_locate(tensors[t], local.to(tensors[t].device), 0))
+    return parts
+
+
+def _require_generator(generator: torch.Generator | None, what: str, fn: str) -> torch.Generator:
+    if generator is None:
+        raise ValueError(f"{fn} needs generator= (to draw {what}) or {what}= given explicitly")
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator
+
+
+# --------------------------------------------------------------------------- coordinates
+
+
+def jaguar_coordinates(
+    params: Params,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    k: int = 1,
+    generator: torch.Generator | None = None,
+    indices: Tensor | None = None,
+    batch_dims: int = 0,
+) -> CoordinateEstimate:
+    """JAGUAR's coordinate estimate: ``k`` coordinates, each its own central difference.
+
+    ``g_i = (f^(x + tau e_i) - f^(x - tau e_i)) / (2 tau)`` for ``k`` distinct
+    coordinates per run drawn by :func:`~zotheory.random.sample_coordinates`
+    from ``generator`` (``k = 1`` is Algorithm 1), or the given ``indices`` (shape
+    ``(*batch, k)``, flat event indices; no draw, ``generator`` untouched;
+    duplicates are allowed and estimated separately). Coordinates are
+    processed in order ``j = 0..k-1``; ``2k`` oracle calls. Returns
+    ``CoordinateEstimate(indices, values, mode="coordinate", oracle_calls=2k)``.
+    """
+    tensors, is_list, batch_dims = _as_list(params, batch_dims)
+    x0 = tensors[0]
+    batch_shape = tuple(x0.shape[:batch_dims])
+    numel = sum(_event_numel(p, batch_dims) for p in tensors)
+    tau_t = _tau_tensor(tau, batch_shape, x0.device)
+    k_given = check_int_at_least("k", k, 1)
+    if indices is None:
+        gen = _require_generator(generator, "indices", "jaguar_coordinates")
+        if k_given > numel:
+            raise ValueError(f"k must be in [1, {numel}] (the event numel), got {k_given}")
+        indices = sample_coordinates(numel, k_given, gen, batch_shape, device=gen.device).to(x0.device)
+    else:
+        indices = _check_indices("indices", indices, batch_shape, numel, x0.device)
+        if k_given != 1 and k_given != indices.shape[-1]:
+            raise ValueError(
+                f"k must match indices.shape[-1] = {indices.shape[-1]} when indices are given, got {k_given}"
+            )
+    n_coords = int(indices.shape[-1])
+
+    values = []
+    for j in range(n_coords):
+        flat = indices[..., j : j + 1]
+        if is_list:
+            parts = _split_global(tensors, flat)
+        else:
+            parts = [_locate(x0, flat, batch_dims)]
+        g = _central(
+            _Entries(parts), closure, tau_t, batch_shape, tensors,
+            f"f(x + tau*e_i) [coordinate {j}]", f"f(x - tau*e_i) [coordinate {j}]",
+        )
+        values.append(g)
+    dtype = _value_dtype(tensors, *values)
+    return CoordinateEstimate(
+        indices=indices,
+        values=torch.stack([v.to(dtype) for v in values], dim=-1),
+        mode="coordinate",
+        oracle_calls=2 * n_coords,
+    )
+
+
+def _block_count(n: int, fraction: float) -> int:
+    # floor(fraction * n), at least 1; the 1e-9 guards 0.7 * 10 = 6.9999... style rounding.
+    return max(1, min(n, int(math.floor(fraction * n + 1e-9))))
+
+
+def jaguar_block(
+    params: Params,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    fraction: float = 0.1,
+    generator: torch.Generator | None = None,
+    indices: Tensor | None = None,
+) -> CoordinateEstimate:
+    """The authors' block estimate: one joint perturbation of a random block, one scalar.
+
+    For each tensor in list order (drawing from ``generator``): a 2-D tensor (or
+    a tensor of rank > 2 viewed as ``(shape[0], rest)``) contributes the entries
+    at ``max(1, floor(fraction * rows))`` distinct rows times
+    ``max(1, floor(fraction * cols))`` distinct columns (rows drawn first, then
+    columns); a 1-D tensor ``max(1, floor(fraction * n))`` distinct entries; a
+    0-d tensor its one entry. All selected entries are moved by the same
+    ``+-tau`` at once and ``g = (f^(x + tau e_S) - f^(x - tau e_S)) / (2 tau)`` is
+    the value of every selected entry. ``indices`` (1-D, global flat indices over
+    the concatenation of the tensors) skips the draw. Unbatched only. Returns
+    ``CoordinateEstimate(indices (sorted ascending), values, mode="block", oracle_calls=2)``.
+    """
+    tensors, _, _ = _as_list(params, 0)
+    check_in_range("fraction", fraction, 0.0, 1.0, low_closed=False, high_closed=True)
+    fraction = float(fraction)
+    x0 = tensors[0]
+    tau_t = _tau_tensor(tau, (), x0.device)
+    numel = sum(p.numel() for p in tensors)
+    if indices is None:
+        gen = _require_generator(generator, "indices", "jaguar_block")
+        chunks = []
+        offset = 0
+        for p in tensors:
+            if p.ndim == 0:
+                local = torch.zeros(1, dtype=torch.long)
+            elif p.ndim == 1:
+                n = p.shape[0]
+                local = sample_coordinates(n, _block_count(n, fraction), gen, device=gen.device)
+            else:
+                n_rows = p.shape[0]
+                n_cols = p.numel() // n_rows
+                rows = sample_coordinates(n_rows, _block_count(n_rows, fraction), gen, device=gen.device)
+                cols = sample_coordinates(n_cols, _block_count(n_cols, fraction), gen, device=gen.device)
+                rows, cols = rows.sort().values, cols.sort().values
+                local = (rows[:, None] * n_cols + cols[None, :]).reshape(-1)
+            chunks.append(local.sort().values.to(x0.device) + offset)
+            offset += p.numel()
+        indices = torch.cat(chunks)
+    else:
+        indices = _check_indices("indices", indices, (), numel, x0.device)
+    entries = _Entries(_split_global(tensors, indices))
+    g = _central(entries, closure, tau_t, (), tensors, "f(x + tau*e_S)", "f(x - tau*e_S)")
+    return CoordinateEstimate(
+        indices=indices,
+        values=g.expand(indices.shape).clone(),
+        mode="block",
+        oracle_calls=2,
+    )
+
+
+def jaguar_row(
+    x: Tensor,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    generator: torch.Generator | None = None,
+    row: int | Tensor | None = None,
+    batch_dims: int = 0,
+) -> CoordinateEstimate:
+    """Seed 004's ZO-Jaguar estimate: one whole row of a matrix moved by ``+-tau``.
+
+    ``x`` has event shape ``(n, d)``. The row ``r`` is drawn uniformly per run
+    (``sample_coordinates(n, 1, generator, batch_shape)``) or given as ``row``
+    (an int, or a LongTensor of shape ``batch``). ``g = (f^(x + tau e_r) -
+    f^(x - tau e_r)) / (2 tau)`` with ``e_r`` the row's indicator. Returns
+    ``CoordinateEstimate(indices = r*d + arange(d), values = g repeated,
+    mode="row", oracle_calls=2)``, both of shape ``(*batch, d)``.
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    tensors, _, batch_dims = _as_list(x, batch_dims, name="x")
+    check_tensor_rank("x", x, 2, batch_dims=batch_dims)
+    batch_shape = tuple(x.shape[:batch_dims])
+    n, d = int(x.shape[-2]), int(x.shape[-1])
+    tau_t = _tau_tensor(tau, batch_shape, x.device)
+    if row is None:
+        gen = _require_generator(generator, "row", "jaguar_row")
+        rows = sample_coordinates(n, 1, gen, batch_shape, device=gen.device).to(x.device)
+    else:
+        r = row if isinstance(row, Tensor) else torch.as_tensor(row)
+        if r.dtype.is_floating_point or r.dtype == torch.bool or r.is_complex():
+            raise ValueError(f"row must be an integer or an integer tensor, got {row!r}")
+        if tuple(r.shape) != batch_shape and not (r.numel() == 1 and batch_shape == ()):
+            raise ValueError(f"row must have shape {batch_shape} (one row per run), got {tuple(r.shape)}")
+        if bool((r < 0).any()) or bool((r >= n).any()):
+            raise ValueError(f"row must be in [0, {n}), got {row!r}")
+        rows = r.reshape(batch_shape + (1,)).to(device=x.device, dtype=torch.long)
+    flat = rows * d + torch.arange(d, device=x.device)
+    entries = _Entries([_locate(x, flat, batch_dims)])
+    g = _central(entries, closure, tau_t, batch_shape, tensors, "f(x + tau*e_row)", "f(x - tau*e_row)")
+    return CoordinateEstimate(
+        indices=flat,
+        values=_bcast(g, g.ndim + 1).expand(flat.shape).clone(),
+        mode="row",
+        oracle_calls=2,
+    )
+
+
+# --------------------------------------------------------------------------- directions
+
+
+def _explicit_z(
+    z: Tensor | Sequence[Tensor], tensors: list[Tensor], is_list: bool
+) -> tuple[list[Tensor], Tensor | tuple[Tensor, ...]]:
+    """Validate an explicit direction; returns (tensors in compute dtype, value to store)."""
+    if isinstance(z, Tensor):
+        if is_list:
+            raise ValueError("z must be a sequence of tensors (one per parameter) when params is a list")
+        zs = [z]
+        stored: Tensor | tuple[Tensor, ...] = z
+    else:
+        zs = list(z)
+        stored = tuple(zs)
+        if not is_list and len(zs) == 1:
+            stored = zs[0]
+    if len(zs) != len(tensors):
+        raise ValueError(f"z must hold {len(tensors)} tensor(s) (one per parameter), got {len(zs)}")
+    out = []
+    for zi, p in zip(zs, tensors):
+        if not isinstance(zi, Tensor) or tuple(zi.shape) != tuple(p.shape):
+            got = tuple(zi.shape) if isinstance(zi, Tensor) else type(zi).__name__
+            raise ValueError(f"z must match the parameter shapes: expected {tuple(p.shape)}, got {got}")
+        out.append(zi.detach().to(device=p.device, dtype=_compute_dtype(p.dtype)))
+    return out, stored
+
+
+def _direction_source(
+    tensors: list[Tensor],
+    is_list: bool,
+    seed: int | None,
+    z: Tensor | Sequence[Tensor] | None,
+    distribution: str,
+    batch_dims: int,
+) -> tuple[Callable[[], Iterable[Tensor]], int | None, Tensor | tuple[Tensor, ...] | None]:
+    """(a callable yielding z tensor by tensor, seed to store, z to store)."""
+    if (seed is None) == (z is None):
+        raise ValueError("exactly one of seed= (regenerate z, MeZO's trick) or z= (explicit) must be given")
+    if z is not None:
+        zs, stored = _explicit_z(z, tensors, is_list)
+        return (lambda: zs), None, stored
+    seed = check_int_at_least("seed", seed, 0)
+    return (lambda: iter_directions(tensors, seed, distribution, batch_dims=batch_dims)), seed, None
+
+
+def _move_from_saved(tensors: list[Tensor], saved: list[Tensor], zs: Iterable[Tensor], tau: Tensor, sign: float) -> None:
+    """``p <- fl(saved + sign * tau * z)`` computed in the compute dtype."""
+    with torch.no_grad():
+        for p, s, zi in zip(tensors, saved, zs):
+            cdt = _compute_dtype(p.dtype)
+            step = _bcast(tau.to(cdt), p.ndim) * zi.to(cdt)
+            p.copy_((s.to(cdt) + step if sign > 0 else s.to(cdt) - step).to(p.dtype))
+
+
+def _move_inplace(tensors: list[Tensor], zs: Iterable[Tensor], tau: Tensor, coef: float) -> None:
+    """``p <- fl(p + coef * tau * z)`` (MeZO's regenerate walk; not bitwise reversible)."""
+    with torch.no_grad():
+        for p, zi in zip(tensors, zs):
+            cdt = _compute_dtype(p.dtype)
+            step = _bcast(tau.to(cdt), p.ndim) * zi.to(cdt)
+            p.copy_((p.to(cdt) + coef * step).to(p.dtype))
+
+
+def _check_distribution(distribution: str) -> str:
+    return check_choice("distribution", distribution, DIRECTION_DISTRIBUTIONS)
+
+
+def _event_dim(tensors: list[Tensor], batch_dims: int) -> int:
+    return sum(_event_numel(p, batch_dims) for p in tensors)
+
+
+def _direction_two_point(
+    params: Params,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    distribution: str,
+    seed: int | None,
+    z: Tensor | Sequence[Tensor] | None,
+    batch_dims: int,
+    restore: str,
+) -> DirectionEstimate:
+    tensors, is_list, batch_dims = _as_list(params, batch_dims)
+    _check_distribution(distribution)
+    check_choice("restore", restore, RESTORE_MODES)
+    batch_shape = tuple(tensors[0].shape[:batch_dims])
+    tau_t = _tau_tensor(tau, batch_shape, tensors[0].device)
+    directions, seed_out, z_out = _direction_source(tensors, is_list, seed, z, distribution, batch_dims)
+    plus, minus = "f(x + tau*z)", "f(x - tau*z)"
+
+    if restore == "saved":
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in tensors]
+        try:
+            _move_from_saved(tensors, saved, directions(), tau_t, +1)
+            f_plus = _query(closure, plus, batch_shape)
+            _move_from_saved(tensors, saved, directions(), tau_t, -1)
+            f_minus = _query(closure, minus, batch_shape)
+        finally:
+            with torch.no_grad():
+                for p, s in zip(tensors, saved):
+                    p.copy_(s)
+    else:
+        position = 0.0  # current displacement, in units of tau * z
+        try:
+            _move_inplace(tensors, directions(), tau_t, 1.0)
+            position = 1.0
+            f_plus = _query(closure, plus, batch_shape)
+            _move_inplace(tensors, directions(), tau_t, -2.0)
+            position = -1.0
+            f_minus = _query(closure, minus, batch_shape)
+        finally:
+            if position != 0.0:
+                _move_inplace(tensors, directions(), tau_t, -position)
+
+    dtype = _value_dtype(tensors, f_plus, f_minus)
+    scale = (f_plus.to(dtype) - f_minus.to(dtype)) / (2 * tau_t.to(dtype))
+    if distribution == "sphere":
+        scale = scale * _event_dim(tensors, batch_dims)
+    return DirectionEstimate(
+        scale=scale, distribution=distribution, seed=seed_out, z=z_out,
+        batch_dims=batch_dims, oracle_calls=2,
+    )
+
+
+def gaussian_two_point(
+    params: Params,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    seed: int | None = None,
+    z: Tensor | Sequence[Tensor] | None = None,
+    batch_dims: int = 0,
+    restore: str = "saved",
+) -> DirectionEstimate:
+    """Two-point Gaussian estimate (ZO-SGD / MeZO): ``scale = (f^(x+tau z) - f^(x-tau z)) / (2 tau)``.
+
+    ``z ~ N(0, I)`` regenerated from ``seed`` (only the seed is stored) or the
+    explicit ``z`` (stored). ``restore="saved"`` (default) is bitwise;
+    ``"regenerate"`` is MeZO's copy-free ``+tau z, -2 tau z, +tau z`` (not bitwise).
+    """
+    return _direction_two_point(
+        params, closure, tau, distribution="gaussian", seed=seed, z=z,
+        batch_dims=batch_dims, restore=restore,
+    )
+
+
+def sphere_two_point(
+    params: Params,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    seed: int | None = None,
+    z: Tensor | Sequence[Tensor] | None = None,
+    batch_dims: int = 0,
+    restore: str = "saved",
+) -> DirectionEstimate:
+    """Two-point sphere estimate: ``scale = d (f^(x+tau z) - f^(x-tau z)) / (2 tau)``.
+
+    ``z`` uniform on the unit sphere of the whole event space (``d`` its
+    dimension); an explicit ``z`` is used as given (not renormalised).
+    """
+    return _direction_two_point(
+        params, closure, tau, distribution="sphere", seed=seed, z=z,
+        batch_dims=batch_dims, restore=restore,
+    )
+
+
+def rademacher_two_point(
+    params: Params,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    seed: int | None = None,
+    z: Tensor | Sequence[Tensor] | None = None,
+    batch_dims: int = 0,
+    restore: str = "saved",
+) -> DirectionEstimate:
+    """Two-point Rademacher estimate: ``z in {-1,+1}^d``, scale as :func:`gaussian_two_point`."""
+    return _direction_two_point(
+        params, closure, tau, distribution="rademacher", seed=seed, z=z,
+        batch_dims=batch_dims, restore=restore,
+    )
+
+
+def forward_difference(
+    params: Params,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    seed: int | None = None,
+    z: Tensor | Sequence[Tensor] | None = None,
+    f0: float | Tensor | None = None,
+    distribution: str = "gaussian",
+    batch_dims: int = 0,
+    restore: str = "saved",
+) -> DirectionEstimate:
+    """One-sided estimate ``scale = c (f^(x + tau z) - f0) / tau`` (``c = d`` for the sphere, else 1).
+
+    ``f0 = f^(x)`` is evaluated first (call ``"f(x)"``) unless supplied (a number
+    or a tensor of shape ``batch``); ``oracle_calls`` is 2, or 1 with ``f0``.
+    """
+    tensors, is_list, batch_dims = _as_list(params, batch_dims)
+    _check_distribution(distribution)
+    check_choice("restore", restore, RESTORE_MODES)
+    batch_shape = tuple(tensors[0].shape[:batch_dims])
+    tau_t = _tau_tensor(tau, batch_shape, tensors[0].device)
+    directions, seed_out, z_out = _direction_source(tensors, is_list, seed, z, distribution, batch_dims)
+    if f0 is None:
+        base = _query(closure, "f(x)", batch_shape)
+        calls = 2
+    else:
+        try:
+            base = _query(lambda: f0, "f0", batch_shape)
+        except NonFiniteOracleError as err:
+            raise ValueError(f"f0 must be finite, got {f0!r}") from err
+        except ValueError as err:
+            raise ValueError(f"f0 must be a number or a tensor of shape {batch_shape}, got {f0!r}") from err
+        calls = 1
+    call = "f(x + tau*z)"
+    if restore == "saved":
+        with torch.no_grad():
+            saved = [p.detach().clone() for p in tensors]
+        try:
+            _move_from_saved(tensors, saved, directions(), tau_t, +1)
+            f_plus = _query(closure, call, batch_shape)
+        finally:
+            with torch.no_grad():
+                for p, s in zip(tensors, saved):
+                    p.copy_(s)
+    else:
+        try:
+            _move_inplace(tensors, directions(), tau_t, 1.0)
+            f_plus = _query(closure, call, batch_shape)
+        finally:
+            _move_inplace(tensors, directions(), tau_t, -1.0)
+    dtype = _value_dtype(tensors, f_plus, base)
+    scale = (f_plus.to(dtype) - base.to(device=f_plus.device, dtype=dtype)) / tau_t.to(dtype)
+    if distribution == "sphere":
+        scale = scale * _event_dim(tensors, batch_dims)
+    return DirectionEstimate(
+        scale=scale, distribution=distribution, seed=seed_out, z=z_out,
+        batch_dims=batch_dims, oracle_calls=calls,
+    )
+
+
+def forward_grad(
+    fn: Callable[..., Tensor],
+    x: Params,
+    *,
+    seed: int | None = None,
+    z: Tensor | Sequence[Tensor] | None = None,
+    distribution: str = "gaussian",
+    batch_dims: int = 0,
+) -> DirectionEstimate:
+    """Forward-Grad (Baydin et al. 2022): ``scale = <grad fn(x), z>`` by one jvp.
+
+    ``fn`` is functional: ``fn(x) -> value`` of shape ``batch`` for a tensor
+    ``x``; for a list of tensors ``fn`` receives a tuple of tensors. The jvp is
+    ``torch.func.jvp(fn, (x,), (z,))`` with ``z`` cast to the parameter dtype;
+    ``x`` is not modified. ``oracle_calls = 1`` (one forward-mode evaluation).
+    For the sphere the scale includes the factor ``d``.
+    """
+    tensors, is_list, batch_dims = _as_list(x, batch_dims, name="x")
+    _check_distribution(distribution)
+    if not callable(fn):
+        raise ValueError(f"fn must be callable, got {type(fn).__name__}")
+    batch_shape = tuple(tensors[0].shape[:batch_dims])
+    directions, seed_out, z_out = _direction_source(tensors, is_list, seed, z, distribution, batch_dims)
+    zs = [zi.to(p.dtype) for zi, p in zip(directions(), tensors)]
+    primals = [p.detach() for p in tensors]
+    if is_list:
+        _, tangent_out = torch.func.jvp(fn, (tuple(primals),), (tuple(zs),))
+    else:
+        _, tangent_out = torch.func.jvp(fn, (primals[0],), (zs[0],))
+    scale = _query(lambda: tangent_out, "jvp of fn at x along z", batch_shape)
+    scale = scale.to(_value_dtype(tensors, scale))
+    if distribution == "sphere":
+        scale = scale * _event_dim(tensors, batch_dims)
+    return DirectionEstimate(
+        scale=scale, distribution=distribution, seed=seed_out, z=z_out,
+        batch_dims=batch_dims, oracle_calls=1,
+    )
+
+
+def evaluate_at(
+    params: Params,
+    closure: Closure,
+    displacements: Sequence[Tensor | Sequence[Tensor]],
+    *,
+    batch_dims: int = 0,
+) -> Tensor:
+    """``f^(x + D_j)`` for each displacement ``D_j``; returns shape ``(len(displacements), *batch)``.
+
+    Each ``D_j`` has the structure of ``params`` (a tensor, or a sequence of
+    tensors) with shapes broadcastable to the parameters'. The moved value is
+    ``fl(x_saved + D_j)`` computed in the compute dtype; the parameters are
+    restored bitwise after every evaluation (also on errors).
+    """
+    tensors, is_list, batch_dims = _as_list(params, batch_dims)
+    batch_shape = tuple(tensors[0].shape[:batch_dims])
+    displacements = list(displacements)
+    if not displacements:
+        raise ValueError("displacements must hold at least one displacement")
+    checked: list[list[Tensor]] = []
+    for j, disp in enumerate(displacements):
+        ds = [disp] if isinstance(disp, Tensor) else list(disp)
+        if isinstance(disp, Tensor) and is_list:
+            ds = []
+        if len(ds) != len(tensors):
+            raise ValueError(
+                f"displacements[{j}] must hold {len(tensors)} tensor(s) (the structure of params)"
+            )
+        for di, p in zip(ds, tensors):
+            if not isinstance(di, Tensor):
+                raise ValueError(f"displacements[{j}] must hold tensors, got {type(di).__name__}")
+            try:
+                ok = torch.broadcast_shapes(di.shape, p.shape) == p.shape
+            except RuntimeError:
+                ok = False
+            if not ok:
+                raise ValueError(
+                    f"displacements[{j}] shape {tuple(di.shape)} does not broadcast to the "
+                    f"parameter shape {tuple(p.shape)}"
+                )
+        checked.append(ds)
+    with torch.no_grad():
+        saved = [p.detach().clone() for p in tensors]
+    values = []
+    try:
+        for j, ds in enumerate(checked):
+            with torch.no_grad():
+                for p, s, di in zip(tensors, saved, ds):
+                    cdt = _compute_dtype(p.dtype)
+                    p.copy_((s.to(cdt) + di.to(device=p.device, dtype=cdt)).to(p.dtype))
+            values.append(_query(closure, f"f(x + D_{j})", batch_shape))
+            with torch.no_grad():
+                for p, s in zip(tensors, saved):
+                    p.copy_(s)
+    finally:
+        with torch.no_grad():
+            for p, s in zip(tensors, saved):
+                p.copy_(s)
+    dtype = _value_dtype(tensors, *values)
+    return torch.stack([v.to(dtype) for v in values])
