@@ -1,0 +1,273 @@
+"""Stochastic and noisy zero-order oracles with exactly known constants (Assumptions 2 and 3).
+
+Gradient noise (Assumption 2)
+-----------------------------
+``f(x, xi) = f(x) + <xi, x>`` with ``xi ~ N(0, diag(s^2))`` over the event shape
+and ``sum_i s_i^2 = sigma^2``. Then ``E f(x, xi) = f(x)``, ``grad f(x, xi) =
+grad f(x) + xi`` and
+
+    ``E ||grad f(x, xi) - grad f(x)||_2^2 = E ||xi||^2 = sum_i s_i^2 = sigma^2``  (exactly, at every x);
+
+``<xi, x>`` is linear, so ``L(xi) = L`` and ``E L(xi)^2 = L^2``. The variance
+profile ``s`` (``sigma_profile``):
+
+* ``"uniform"``: ``s_i = sigma / sqrt(d)``;
+* ``"single"``: all the variance on flat coordinate 0 (``s_0 = sigma``);
+* ``"harmonic"``: ``s_i^2 = sigma^2 (1/(i+1)) / H_d`` over flat indices, ``H_d = sum_{i<d} 1/(i+1)``.
+
+``xi = s * z``, ``z ~ N(0, I)``: runs with the same generator state but
+different ``sigma`` see the same ``z`` (common random numbers). No draw happens
+when ``sigma == 0``.
+
+Oracle noise (Assumption 3)
+---------------------------
+``f^(x, xi) = f(x, xi) + delta``, with ``|delta| <= Delta`` always:
+
+================  ======================================================  =========================
+``delta_mode``    ``delta``                                               ``E|delta|^2``
+================  ======================================================  =========================
+``"none"``        ``0``                                                   ``0``
+``"uniform"``     i.i.d. ``U[-Delta, Delta]`` per call (and per run),     ``Delta^2 / 3``
+                  drawn from the iteration's generator
+``"quantize"``    ``f^ = 2 Delta * round(f(x, xi) / (2 Delta))`` (values  ``<= Delta^2`` (about
+                  on a grid of step ``2 Delta``; deterministic)           ``Delta^2/3`` when ``f``
+                                                                          spans many cells)
+``"adversarial"`` ``-Delta * sign(<grad f(x_t), x - x_t>)``, ``x_t`` the  ``Delta^2`` off the
+                  iterate the iteration was drawn at (deterministic)      hyperplane through
+                                                                          ``x_t`` normal to
+                                                                          ``grad f(x_t)``; 0 on it
+================  ======================================================  =========================
+
+The adversarial mode is the worst case for two-point estimates: for a central
+difference along ``e_i`` it adds ``(delta(x_t + tau e_i) - delta(x_t - tau e_i)) / (2 tau)
+= -(Delta / tau) sign(partial_i f(x_t))`` (for a direction ``z``:
+``-(Delta / tau) sign(<grad f(x_t), z>)``), shrinking the estimate towards and past
+zero. ``delta(x_t) = 0``.
+
+An iteration's oracle
+---------------------
+:meth:`StochasticOracle.iteration` draws ``xi^t`` ONCE (shape of ``x_t``, batch
+dimensions included) and returns a :class:`NoisyIteration` whose ``value`` /
+``grad`` use that same ``xi^t`` on every call, as the two-point proofs require.
+It follows the ``IterationOracle`` protocol of ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from zotheory._checks import check_choice, check_nonnegative
+
+from .problems import Problem
+
+__all__ = ["StochasticOracle", "NoisyIteration", "DELTA_MODES", "SIGMA_PROFILES"]
+
+DELTA_MODES = ("none", "uniform", "quantize", "adversarial")
+SIGMA_PROFILES = ("uniform", "single", "harmonic")
+
+_DTYPE = torch.float64
+
+
+def _number(name: str, value: object) -> float:
+    if not isinstance(value, Real) or isinstance(value, bool):
+        raise ValueError(f"{name} must be a real Python number, got {value!r}")
+    return float(value)
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+class StochasticOracle:
+    """Noisy stochastic zero-order oracle around a :class:`~zotheory.synthetic.problems.Problem`.
+
+    Parameters
+    ----------
+    problem:
+        The deterministic ``f`` (its ``L`` is also ``L(xi)``).
+    sigma:
+        ``sqrt(E ||grad f(x, xi) - grad f(x)||^2)``, exactly (>= 0).
+    Delta:
+        Bound on the oracle noise, ``|delta| <= Delta`` (>= 0). Must be 0 when
+        ``delta_mode == "none"``; with ``Delta == 0`` every mode is noise-free.
+    delta_mode:
+        One of :data:`DELTA_MODES` (see the module doc for each mode's ``E|delta|^2``).
+    sigma_profile:
+        One of :data:`SIGMA_PROFILES`: how ``sigma^2`` splits over coordinates.
+    generator_device:
+        Device of the generators passed to :meth:`iteration` (draws are made
+        there in float64, then moved to ``x``'s device and dtype).
+
+    Attributes: ``problem``, ``sigma``, ``Delta``, ``delta_mode``, ``sigma_profile``,
+    ``generator_device``, ``noise_std`` (``s``, float64, event shape), ``L``.
+    """
+
+    def __init__(self, problem: Problem, sigma: float = 0.0, Delta: float = 0.0,
+                 delta_mode: str = "none", sigma_profile: str = "uniform",
+                 generator_device: str | torch.device = "cpu") -> None:
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem must be a zotheory.synthetic.problems.Problem, got {type(problem).__name__}")
+        self.problem = problem
+        self.sigma = _number("sigma", sigma)
+        check_nonnegative("sigma", self.sigma)
+        self.Delta = _number("Delta", Delta)
+        check_nonnegative("Delta", self.Delta)
+        self.delta_mode = check_choice("delta_mode", delta_mode, DELTA_MODES)
+        self.sigma_profile = check_choice("sigma_profile", sigma_profile, SIGMA_PROFILES)
+        if self.delta_mode == "none" and self.Delta > 0:
+            raise ValueError(
+                f"Delta must be 0 when delta_mode is 'none' (got Delta={self.Delta!r}); "
+                f"choose delta_mode from {sorted(DELTA_MODES)}"
+            )
+        try:
+            self.generator_device = torch.device(generator_device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(f"generator_device must name a torch device, got {generator_device!r}") from err
+        self.noise_std = self._profile().to(self.generator_device)
+
+    def _profile(self) -> Tensor:
+        d, shape = self.problem.d, self.problem.shape
+        if self.sigma_profile == "uniform":
+            var = torch.full((d,), 1.0 / d, dtype=_DTYPE)
+        elif self.sigma_profile == "single":
+            var = torch.zeros(d, dtype=_DTYPE)
+            var[0] = 1.0
+        else:  # harmonic
+            var = 1.0 / torch.arange(1, d + 1, dtype=_DTYPE)
+            var = var / var.sum()
+        return (self.sigma * var.sqrt()).reshape(shape)
+
+    @property
+    def L(self) -> float:
+        """``L(xi) = L`` for every ``xi`` (the noise is linear in ``x``)."""
+        return self.problem.L
+
+    @property
+    def needs_generator(self) -> bool:
+        return self.sigma > 0 or (self.delta_mode == "uniform" and self.Delta > 0)
+
+    def _check_generator(self, generator: torch.Generator | None) -> None:
+        if generator is None:
+            if self.needs_generator:
+                raise ValueError(
+                    "generator must be a torch.Generator when sigma > 0 or delta_mode == 'uniform', got None"
+                )
+            return
+        if not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if not _same_device(generator.device, self.generator_device):
+            raise ValueError(
+                f"generator must live on generator_device={str(self.generator_device)!r}, "
+                f"got a generator on {str(generator.device)!r}"
+            )
+
+    def iteration(self, x_t: Tensor, generator: torch.Generator | None = None) -> NoisyIteration:
+        """Draw ``xi^t`` once (shape of ``x_t``) and return the iteration's oracle.
+
+        ``x_t`` (and ``grad f(x_t)`` in adversarial mode) is snapshotted, so the
+        estimator may perturb ``x_t`` in place afterwards.
+        """
+        self.problem._check_x(x_t)
+        self._check_generator(generator)
+        xi = None
+        if self.sigma > 0:
+            z = torch.randn(tuple(x_t.shape), generator=generator, dtype=_DTYPE,
+                            device=self.generator_device)
+            xi = (z * self.noise_std).to(dtype=x_t.dtype, device=x_t.device)
+        return NoisyIteration(self, xi, x_t=x_t, generator=generator)
+
+    def iteration_with(self, xi: Tensor | None = None, *, x_t: Tensor | None = None,
+                       generator: torch.Generator | None = None) -> NoisyIteration:
+        """The iteration's oracle for an explicitly supplied ``xi`` (``None``: no gradient noise).
+
+        ``x_t`` is required in adversarial mode, ``generator`` in uniform mode.
+        """
+        if xi is not None:
+            if not isinstance(xi, torch.Tensor) or not xi.is_floating_point():
+                raise ValueError(f"xi must be a floating-point tensor or None, got {xi!r}")
+            self.problem._check_x(xi)
+        if x_t is not None:
+            self.problem._check_x(x_t)
+        if self.delta_mode == "adversarial" and self.Delta > 0 and x_t is None:
+            raise ValueError("x_t must be given in delta_mode 'adversarial' (the iterate the adversary sees)")
+        if self.delta_mode == "uniform" and self.Delta > 0:
+            self._check_generator(generator)
+            if generator is None:
+                raise ValueError("generator must be a torch.Generator in delta_mode 'uniform', got None")
+        return NoisyIteration(self, xi, x_t=x_t, generator=generator)
+
+    def constants(self) -> dict[str, Any]:
+        """Noise constants for tidy result rows."""
+        return {"sigma": self.sigma, "Delta": self.Delta, "delta_mode": self.delta_mode,
+                "sigma_profile": self.sigma_profile}
+
+    def __repr__(self) -> str:
+        return (f"StochasticOracle({self.problem!r}, sigma={self.sigma!r}, Delta={self.Delta!r}, "
+                f"delta_mode={self.delta_mode!r}, sigma_profile={self.sigma_profile!r})")
+
+
+class NoisyIteration:
+    """One iteration's oracle: ``xi^t`` fixed, ``value`` = ``f^(x, xi^t)``, ``grad`` = ``grad f(x, xi^t)``.
+
+    Attributes: ``xi`` (``None`` when ``sigma == 0``), ``x_t`` and ``grad_t``
+    (snapshots, adversarial mode only), ``calls`` (number of ``value`` calls).
+    """
+
+    def __init__(self, oracle: StochasticOracle, xi: Tensor | None, *, x_t: Tensor | None,
+                 generator: torch.Generator | None) -> None:
+        self.oracle = oracle
+        self.problem = oracle.problem
+        self.xi = xi
+        self.generator = generator
+        self.calls = 0
+        self._event_dims = tuple(range(-len(self.problem.shape), 0))
+        self.x_t: Tensor | None = None
+        self.grad_t: Tensor | None = None
+        if oracle.delta_mode == "adversarial" and oracle.Delta > 0:
+            if x_t is None:
+                raise ValueError("x_t must be given in delta_mode 'adversarial' (the iterate the adversary sees)")
+            self.x_t = x_t.detach().clone()
+            self.grad_t = self.problem.grad(self.x_t)
+
+    def stochastic_value(self, x: Tensor) -> Tensor:
+        """``f(x, xi^t) = f(x) + <xi^t, x>`` (no oracle noise); shape ``batch``."""
+        v = self.problem.value(x)
+        if self.xi is not None:
+            v = v + (self.xi.to(dtype=x.dtype, device=x.device) * x).sum(dim=self._event_dims)
+        return v
+
+    def _delta(self, x: Tensor, batch_shape: torch.Size) -> Tensor | None:
+        """The oracle noise at ``x`` for the modes that do not depend on ``f(x, xi)``."""
+        o = self.oracle
+        if o.Delta == 0 or o.delta_mode in ("none", "quantize"):
+            return None
+        if o.delta_mode == "uniform":
+            u = torch.rand(tuple(batch_shape), generator=self.generator, dtype=_DTYPE,
+                           device=o.generator_device)
+            return (o.Delta * (2.0 * u - 1.0)).to(dtype=x.dtype, device=x.device)
+        # adversarial
+        g = self.grad_t.to(dtype=x.dtype, device=x.device)
+        inner = (g * (x - self.x_t.to(dtype=x.dtype, device=x.device))).sum(dim=self._event_dims)
+        return -o.Delta * torch.sign(inner)
+
+    def value(self, x: Tensor) -> Tensor:
+        """``f^(x, xi^t) = f(x, xi^t) + delta``; shape ``batch``."""
+        self.calls += 1
+        v = self.stochastic_value(x)
+        o = self.oracle
+        if o.delta_mode == "quantize" and o.Delta > 0:
+            step = 2.0 * o.Delta
+            return step * torch.round(v / step)
+        delta = self._delta(x, v.shape)
+        return v if delta is None else v + delta
+
+    def grad(self, x: Tensor) -> Tensor:
+        """``grad f(x, xi^t) = grad f(x) + xi^t`` (first-order methods; no oracle noise)."""
+        g = self.problem.grad(x)
+        if self.xi is not None:
+            g = g + self.xi.to(dtype=x.dtype, device=x.device)
+        return g

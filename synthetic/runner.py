@@ -1,0 +1,222 @@
+"""The batched synthetic runner: many runs advance together as one ``(B, *shape)`` tensor.
+
+A *group* is a list of runs that share the problem, the noise model, the
+algorithm, its non-numeric options and the horizon ``T``; they may differ in
+``seed`` and in the numeric hyperparameters (``gamma``, ``beta``, ``tau``), which
+become per-run tensors of shape ``(B,)``. Every iteration calls the algorithm's
+single-run kernel ``step`` with ``batch_dims=1`` -- the same code a single run
+uses, so batched and single runs have the same semantics (tests compare them).
+
+Randomness: one ``torch.Generator`` per purpose (coordinates / directions, noise,
+output index), seeded from a hash of the group's configuration, so a group's
+results do not depend on which other groups ran before it. A run's random
+stream is that of its group (the groups are fixed by the experiment config).
+
+Logged, at log-spaced steps t (always including T//2 and T), per run:
+``f_gap`` = f(x^t) - f*, exact ``grad_l1``, ``grad_l2`` (and ``grad_nuc`` for
+matrices) at x^t, and running sums ``sum_grad_*`` over s = 0..t-1 with their
+averages ``avg_grad_*`` (the theorem's left-hand side is the average over
+s = 0..T-1), oracle calls, wall time. The output x^{N(T)} with N(T) ~ U{1..T} is
+realised per run: ``out_N`` and ``out_grad_*`` (norms at x^{N(T)}).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from zotheory.algorithms import get_algorithm
+
+from .noise import StochasticOracle
+from .problems import nuclear_norm
+from .registry import make_problem
+from .results import run_id
+
+NUMERIC_HYPERPARAMETERS = ("gamma", "beta", "tau")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: everything needed to reproduce it (its hash is the run id)."""
+
+    experiment: str
+    problem: dict[str, Any]
+    algorithm: str
+    hyper: dict[str, Any]
+    T: int
+    seed: int
+    noise: dict[str, Any] = field(default_factory=lambda: {"sigma": 0.0, "Delta": 0.0, "delta_mode": "none"})
+    labels: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "experiment": self.experiment,
+            "problem": self.problem,
+            "algorithm": self.algorithm,
+            "hyper": self.hyper,
+            "T": self.T,
+            "seed": self.seed,
+            "noise": self.noise,
+            "labels": self.labels,
+        }
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.config())
+
+    def group_key(self) -> str:
+        options = {k: v for k, v in self.hyper.items() if k not in NUMERIC_HYPERPARAMETERS}
+        return run_id(
+            {
+                "experiment": self.experiment,
+                "problem": self.problem,
+                "algorithm": self.algorithm,
+                "options": options,
+                "T": self.T,
+                "noise": self.noise,
+            }
+        )
+
+
+def group_runs(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
+    """Split runs into batchable groups, in a deterministic order."""
+    groups: dict[str, list[RunSpec]] = {}
+    for s in specs:
+        groups.setdefault(s.group_key(), []).append(s)
+    return [sorted(g, key=lambda s: s.run_id) for _, g in sorted(groups.items())]
+
+
+def log_points(T: int, n: int = 40) -> list[int]:
+    """Log-spaced steps in [1, T], always with T // 2 and T."""
+    pts = set(np.unique(np.round(np.logspace(0, math.log10(T), n)).astype(int)).tolist())
+    pts.update({max(1, T // 2), T})
+    return sorted(p for p in pts if 1 <= p <= T)
+
+
+def _generator(key: str, purpose: int) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed((int(key, 16) * 7919 + purpose) % (2**63 - 1))
+    return g
+
+
+def run_group(
+    specs: Sequence[RunSpec],
+    *,
+    progress: Callable[[int], None] | None = None,
+    n_log: int = 40,
+) -> dict[str, pd.DataFrame]:
+    """Run one group to completion; returns a tidy frame per run id."""
+    if not specs:
+        return {}
+    keys = {s.group_key() for s in specs}
+    if len(keys) != 1:
+        raise ValueError("run_group needs runs of one group (same problem, noise, algorithm, options, T)")
+    first = specs[0]
+    key = first.group_key()
+    B, T = len(specs), first.T
+    problem = make_problem(first.problem)
+    oracle = StochasticOracle(problem, **first.noise)
+    algo = get_algorithm(first.algorithm)
+
+    dtype = torch.float64
+    hp: dict[str, Any] = {}
+    for name in NUMERIC_HYPERPARAMETERS:
+        if name in first.hyper:
+            hp[name] = torch.tensor([float(s.hyper[name]) for s in specs], dtype=dtype)
+    options = {k: v for k, v in first.hyper.items() if k not in NUMERIC_HYPERPARAMETERS}
+    gamma = hp.pop("gamma")
+
+    g_algo, g_noise, g_out = _generator(key, 1), _generator(key, 2), _generator(key, 3)
+    x = problem.x0.to(dtype).expand(B, *problem.shape).clone()
+    state = algo.init(x, batch_dims=1)
+    out_N = torch.randint(1, T + 1, (B,), generator=g_out)
+
+    is_matrix = problem.is_matrix
+    sums = {k: torch.zeros(B, dtype=dtype) for k in ("l1", "l2", "nuc")}
+    out_norms = {k: torch.full((B,), float("nan"), dtype=dtype) for k in ("l1", "l2", "nuc")}
+    points = log_points(T, n_log)
+    rows: list[dict[str, torch.Tensor | float | int]] = []
+    calls_per_step = algo.oracle_calls_per_step(options)
+    t0 = time.perf_counter()
+    next_i = 0
+
+    def norms(x_: torch.Tensor) -> dict[str, torch.Tensor]:
+        g = problem.grad(x_)
+        flat = g.reshape(B, -1)
+        out = {"l1": flat.abs().sum(-1), "l2": flat.norm(dim=-1)}
+        out["nuc"] = nuclear_norm(g) if is_matrix else torch.full((B,), float("nan"), dtype=dtype)
+        return out
+
+    current = norms(x)
+    for t in range(T):
+        # running sums over s = 0..t-1 use the norms at x^s, computed before step s moves x.
+        for k in sums:
+            sums[k] += current[k]
+        it = oracle.iteration(x, g_noise)
+        state = algo.step(x, it, state, gamma=gamma, generator=g_algo, batch_dims=1, **hp, **options)
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(
+                f"non-finite iterate in group {key} ({first.algorithm} on {first.problem}) at step {t + 1}"
+            )
+        current = norms(x)
+        step_no = t + 1
+        hit = out_N == step_no
+        if bool(hit.any()):
+            for k in out_norms:
+                out_norms[k] = torch.where(hit, current[k], out_norms[k])
+        if next_i < len(points) and step_no == points[next_i]:
+            next_i += 1
+            rows.append(
+                {
+                    "t": step_no,
+                    "f_gap": (problem.value(x) - problem.f_star).clone(),
+                    **{f"grad_{k}": current[k].clone() for k in ("l1", "l2", "nuc")},
+                    **{f"sum_grad_{k}": sums[k].clone() for k in ("l1", "l2", "nuc")},
+                    "wall_time_s": time.perf_counter() - t0,
+                }
+            )
+        if progress is not None and (step_no % 1000 == 0 or step_no == T):
+            progress(B * (1000 if step_no % 1000 == 0 else step_no % 1000))
+
+    constants = problem.constants()
+    frames: dict[str, pd.DataFrame] = {}
+    for b, spec in enumerate(specs):
+        recs = []
+        for r in rows:
+            t = int(r["t"])
+            rec: dict[str, Any] = {
+                "run_id": spec.run_id,
+                "experiment": spec.experiment,
+                "algorithm": spec.algorithm,
+                "seed": spec.seed,
+                "T": T,
+                "t": t,
+                "oracle_calls": calls_per_step * t,
+                "f_gap": float(r["f_gap"][b]),
+                "wall_time_s": float(r["wall_time_s"]),
+            }
+            for k in ("l1", "l2", "nuc"):
+                rec[f"grad_{k}"] = float(r[f"grad_{k}"][b])
+                rec[f"sum_grad_{k}"] = float(r[f"sum_grad_{k}"][b])
+                rec[f"avg_grad_{k}"] = float(r[f"sum_grad_{k}"][b]) / t
+            recs.append(rec)
+        df = pd.DataFrame.from_records(recs)
+        df["out_N"] = int(out_N[b])
+        for k in ("l1", "l2", "nuc"):
+            df[f"out_grad_{k}"] = float(out_norms[k][b])
+        for k, v in spec.hyper.items():
+            df[f"hp_{k}"] = v
+        for k, v in spec.noise.items():
+            df[f"noise_{k}"] = v
+        for k, v in constants.items():
+            df[f"problem_{k}"] = v
+        for k, v in spec.labels.items():
+            df[f"label_{k}"] = v
+        frames[spec.run_id] = df
+    return frames
