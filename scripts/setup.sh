@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up: a virtual environment in .venv with the CPU build of
 # PyTorch and zotheory installed editable with its test dependencies.
-# Usage: bash scripts/setup.sh            (core + tests)
-#        ZOTHEORY_EXTRAS=dev,llm bash scripts/setup.sh   (also the LLM side)
+# Usage: bash scripts/setup.sh   (core, tests and the LLM side: extras dev,llm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
@@ -13,5 +12,5 @@ fi
 # torch==2.13.0 resolves to the local CPU wheel on this project's machines; any
 # other spec would download a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e ".[${ZOTHEORY_EXTRAS:-dev}]"
+.venv/bin/python -m pip install --quiet -e ".[${ZOTHEORY_EXTRAS:-dev,llm}]"
 echo "zotheory set up in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

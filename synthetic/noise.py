@@ -78,6 +78,25 @@ def _number(name: str, value: object) -> float:
     return float(value)
 
 
+def _constant(name: str, value: object) -> float | Tensor:
+    """sigma / Delta: a number, or a 1-D tensor of per-run values (batched runs), all >= 0."""
+    if isinstance(value, Tensor):
+        if value.ndim != 1 or not value.is_floating_point():
+            raise ValueError(f"{name} must be a number or a 1-D float tensor of per-run values, got {value!r}")
+        check_nonnegative(name, value)
+        return value.detach().to(_DTYPE)
+    v = _number(name, value)
+    check_nonnegative(name, v)
+    return v
+
+
+def _per_run(c: float | Tensor, like: Tensor) -> float | Tensor:
+    """A constant broadcast against a batch-shaped tensor ``like``."""
+    if isinstance(c, Tensor):
+        return c.reshape(c.shape + (1,) * (like.ndim - c.ndim)).to(device=like.device)
+    return torch.tensor(c, dtype=_DTYPE, device=like.device)
+
+
 def _same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
 
@@ -90,9 +109,11 @@ class StochasticOracle:
     problem:
         The deterministic ``f`` (its ``L`` is also ``L(xi)``).
     sigma:
-        ``sqrt(E ||grad f(x, xi) - grad f(x)||^2)``, exactly (>= 0).
+        ``sqrt(E ||grad f(x, xi) - grad f(x)||^2)``, exactly (>= 0). A number, or a
+        1-D tensor with one value per batched run (the batched runner uses this).
     Delta:
-        Bound on the oracle noise, ``|delta| <= Delta`` (>= 0). Must be 0 when
+        Bound on the oracle noise, ``|delta| <= Delta`` (>= 0); a number or one value
+        per batched run, like ``sigma``. Must be 0 when
         ``delta_mode == "none"``; with ``Delta == 0`` every mode is noise-free.
     delta_mode:
         One of :data:`DELTA_MODES` (see the module doc for each mode's ``E|delta|^2``).
@@ -112,13 +133,13 @@ class StochasticOracle:
         if not isinstance(problem, Problem):
             raise ValueError(f"problem must be a zotheory.synthetic.problems.Problem, got {type(problem).__name__}")
         self.problem = problem
-        self.sigma = _number("sigma", sigma)
-        check_nonnegative("sigma", self.sigma)
-        self.Delta = _number("Delta", Delta)
-        check_nonnegative("Delta", self.Delta)
+        self.sigma = _constant("sigma", sigma)
+        self.Delta = _constant("Delta", Delta)
+        self.has_sigma = bool(torch.as_tensor(self.sigma).gt(0).any())
+        self.has_delta = bool(torch.as_tensor(self.Delta).gt(0).any())
         self.delta_mode = check_choice("delta_mode", delta_mode, DELTA_MODES)
         self.sigma_profile = check_choice("sigma_profile", sigma_profile, SIGMA_PROFILES)
-        if self.delta_mode == "none" and self.Delta > 0:
+        if self.delta_mode == "none" and self.has_delta:
             raise ValueError(
                 f"Delta must be 0 when delta_mode is 'none' (got Delta={self.Delta!r}); "
                 f"choose delta_mode from {sorted(DELTA_MODES)}"
@@ -139,7 +160,10 @@ class StochasticOracle:
         else:  # harmonic
             var = 1.0 / torch.arange(1, d + 1, dtype=_DTYPE)
             var = var / var.sum()
-        return (self.sigma * var.sqrt()).reshape(shape)
+        std = var.sqrt().reshape(shape)
+        if isinstance(self.sigma, Tensor):  # one sigma per batched run: shape (B, *shape)
+            return self.sigma.reshape(self.sigma.shape + (1,) * len(shape)) * std
+        return self.sigma * std
 
     @property
     def L(self) -> float:
@@ -148,7 +172,7 @@ class StochasticOracle:
 
     @property
     def needs_generator(self) -> bool:
-        return self.sigma > 0 or (self.delta_mode == "uniform" and self.Delta > 0)
+        return self.has_sigma or (self.delta_mode == "uniform" and self.has_delta)
 
     def _check_generator(self, generator: torch.Generator | None) -> None:
         if generator is None:
@@ -174,7 +198,7 @@ class StochasticOracle:
         self.problem._check_x(x_t)
         self._check_generator(generator)
         xi = None
-        if self.sigma > 0:
+        if self.has_sigma:
             z = torch.randn(tuple(x_t.shape), generator=generator, dtype=_DTYPE,
                             device=self.generator_device)
             xi = (z * self.noise_std).to(dtype=x_t.dtype, device=x_t.device)
@@ -192,9 +216,9 @@ class StochasticOracle:
             self.problem._check_x(xi)
         if x_t is not None:
             self.problem._check_x(x_t)
-        if self.delta_mode == "adversarial" and self.Delta > 0 and x_t is None:
+        if self.delta_mode == "adversarial" and self.has_delta and x_t is None:
             raise ValueError("x_t must be given in delta_mode 'adversarial' (the iterate the adversary sees)")
-        if self.delta_mode == "uniform" and self.Delta > 0:
+        if self.delta_mode == "uniform" and self.has_delta:
             self._check_generator(generator)
             if generator is None:
                 raise ValueError("generator must be a torch.Generator in delta_mode 'uniform', got None")
@@ -227,7 +251,7 @@ class NoisyIteration:
         self._event_dims = tuple(range(-len(self.problem.shape), 0))
         self.x_t: Tensor | None = None
         self.grad_t: Tensor | None = None
-        if oracle.delta_mode == "adversarial" and oracle.Delta > 0:
+        if oracle.delta_mode == "adversarial" and oracle.has_delta:
             if x_t is None:
                 raise ValueError("x_t must be given in delta_mode 'adversarial' (the iterate the adversary sees)")
             self.x_t = x_t.detach().clone()
@@ -243,25 +267,26 @@ class NoisyIteration:
     def _delta(self, x: Tensor, batch_shape: torch.Size) -> Tensor | None:
         """The oracle noise at ``x`` for the modes that do not depend on ``f(x, xi)``."""
         o = self.oracle
-        if o.Delta == 0 or o.delta_mode in ("none", "quantize"):
+        if not o.has_delta or o.delta_mode in ("none", "quantize"):
             return None
         if o.delta_mode == "uniform":
             u = torch.rand(tuple(batch_shape), generator=self.generator, dtype=_DTYPE,
                            device=o.generator_device)
-            return (o.Delta * (2.0 * u - 1.0)).to(dtype=x.dtype, device=x.device)
+            return (_per_run(o.Delta, u) * (2.0 * u - 1.0)).to(dtype=x.dtype, device=x.device)
         # adversarial
         g = self.grad_t.to(dtype=x.dtype, device=x.device)
         inner = (g * (x - self.x_t.to(dtype=x.dtype, device=x.device))).sum(dim=self._event_dims)
-        return -o.Delta * torch.sign(inner)
+        return -_per_run(o.Delta, inner).to(dtype=inner.dtype, device=inner.device) * torch.sign(inner)
 
     def value(self, x: Tensor) -> Tensor:
         """``f^(x, xi^t) = f(x, xi^t) + delta``; shape ``batch``."""
         self.calls += 1
         v = self.stochastic_value(x)
         o = self.oracle
-        if o.delta_mode == "quantize" and o.Delta > 0:
-            step = 2.0 * o.Delta
-            return step * torch.round(v / step)
+        if o.delta_mode == "quantize" and o.has_delta:
+            step = (2.0 * _per_run(o.Delta, v)).to(dtype=v.dtype, device=v.device)
+            safe = torch.where(step > 0, step, torch.ones_like(step))
+            return torch.where(step > 0, safe * torch.round(v / safe), v)
         delta = self._delta(x, v.shape)
         return v if delta is None else v + delta
 

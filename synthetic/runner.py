@@ -39,6 +39,7 @@ from .registry import make_problem
 from .results import run_id
 
 NUMERIC_HYPERPARAMETERS = ("gamma", "beta", "tau")
+NUMERIC_NOISE = ("sigma", "Delta")
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,14 @@ class RunSpec:
 
     def group_key(self) -> str:
         options = {k: v for k, v in self.hyper.items() if k not in NUMERIC_HYPERPARAMETERS}
+        noise = {k: v for k, v in self.noise.items() if k not in NUMERIC_NOISE}
         return run_id(
             {
                 "experiment": self.experiment,
                 "problem": self.problem,
                 "algorithm": self.algorithm,
                 "options": options,
-                "T": self.T,
-                "noise": self.noise,
+                "noise": noise,
             }
         )
 
@@ -111,20 +112,31 @@ def run_group(
     progress: Callable[[int], None] | None = None,
     n_log: int = 40,
 ) -> dict[str, pd.DataFrame]:
-    """Run one group to completion; returns a tidy frame per run id."""
+    """Run one group to completion; returns a tidy frame per run id.
+
+    Runs may have different horizons ``T``: the group advances to the largest; a
+    run that has reached its own ``T`` keeps its final iterate (written back after
+    every later step), and its sums and log rows stop at its ``T``.
+    """
     if not specs:
         return {}
     keys = {s.group_key() for s in specs}
     if len(keys) != 1:
-        raise ValueError("run_group needs runs of one group (same problem, noise, algorithm, options, T)")
+        raise ValueError("run_group needs runs of one group (same problem, noise mode, algorithm, options)")
     first = specs[0]
     key = first.group_key()
-    B, T = len(specs), first.T
+    B = len(specs)
+    T_row = torch.tensor([s.T for s in specs], dtype=torch.long)
+    T_max = int(T_row.max())
     problem = make_problem(first.problem)
-    oracle = StochasticOracle(problem, **first.noise)
+    dtype = torch.float64
+    noise_kwargs = {k: v for k, v in first.noise.items() if k not in NUMERIC_NOISE}
+    for name in NUMERIC_NOISE:
+        if name in first.noise:
+            noise_kwargs[name] = torch.tensor([float(s.noise[name]) for s in specs], dtype=dtype)
+    oracle = StochasticOracle(problem, **noise_kwargs)
     algo = get_algorithm(first.algorithm)
 
-    dtype = torch.float64
     hp: dict[str, Any] = {}
     for name in NUMERIC_HYPERPARAMETERS:
         if name in first.hyper:
@@ -135,16 +147,22 @@ def run_group(
     g_algo, g_noise, g_out = _generator(key, 1), _generator(key, 2), _generator(key, 3)
     x = problem.x0.to(dtype).expand(B, *problem.shape).clone()
     state = algo.init(x, batch_dims=1)
-    out_N = torch.randint(1, T + 1, (B,), generator=g_out)
+    # N(T) ~ Uniform{1..T} per run (floor of a uniform draw scaled by each run's T)
+    out_N = (torch.rand(B, generator=g_out, dtype=dtype) * T_row).long().clamp(max=T_row - 1) + 1
 
     is_matrix = problem.is_matrix
     sums = {k: torch.zeros(B, dtype=dtype) for k in ("l1", "l2", "nuc")}
     out_norms = {k: torch.full((B,), float("nan"), dtype=dtype) for k in ("l1", "l2", "nuc")}
-    points = log_points(T, n_log)
-    rows: list[dict[str, torch.Tensor | float | int]] = []
+    row_points = {b: set(log_points(specs[b].T, n_log)) for b in range(B)}
+    points = sorted(set().union(*row_points.values()))
+    finish = sorted(set(T_row.tolist()))
+    records: dict[int, list[dict[str, Any]]] = {b: [] for b in range(B)}
     calls_per_step = algo.oracle_calls_per_step(options)
     t0 = time.perf_counter()
     next_i = 0
+    active = torch.ones(B, dtype=torch.bool)
+    frozen: torch.Tensor | None = None  # final iterates of the runs that are done
+    event_ones = (1,) * len(problem.shape)
 
     def norms(x_: torch.Tensor) -> dict[str, torch.Tensor]:
         g = problem.grad(x_)
@@ -154,12 +172,14 @@ def run_group(
         return out
 
     current = norms(x)
-    for t in range(T):
+    for t in range(T_max):
         # running sums over s = 0..t-1 use the norms at x^s, computed before step s moves x.
         for k in sums:
-            sums[k] += current[k]
+            sums[k] += torch.where(active, current[k], torch.zeros_like(current[k]))
         it = oracle.iteration(x, g_noise)
         state = algo.step(x, it, state, gamma=gamma, generator=g_algo, batch_dims=1, **hp, **options)
+        if frozen is not None:
+            x.copy_(torch.where(active.reshape(B, *event_ones), x, frozen))
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(
                 f"non-finite iterate in group {key} ({first.algorithm} on {first.problem}) at step {t + 1}"
@@ -172,41 +192,36 @@ def run_group(
                 out_norms[k] = torch.where(hit, current[k], out_norms[k])
         if next_i < len(points) and step_no == points[next_i]:
             next_i += 1
-            rows.append(
-                {
-                    "t": step_no,
-                    "f_gap": (problem.value(x) - problem.f_star).clone(),
-                    **{f"grad_{k}": current[k].clone() for k in ("l1", "l2", "nuc")},
-                    **{f"sum_grad_{k}": sums[k].clone() for k in ("l1", "l2", "nuc")},
-                    "wall_time_s": time.perf_counter() - t0,
-                }
-            )
-        if progress is not None and (step_no % 1000 == 0 or step_no == T):
+            f_gap = problem.value(x) - problem.f_star
+            wall = time.perf_counter() - t0
+            for b in range(B):
+                if step_no in row_points[b]:
+                    records[b].append({
+                        "t": step_no,
+                        "f_gap": float(f_gap[b]),
+                        "wall_time_s": wall,
+                        **{f"grad_{k}": float(current[k][b]) for k in ("l1", "l2", "nuc")},
+                        **{f"sum_grad_{k}": float(sums[k][b]) for k in ("l1", "l2", "nuc")},
+                    })
+        if finish and step_no == finish[0]:
+            finish.pop(0)
+            active = T_row > step_no
+            frozen = x.clone() if frozen is None else torch.where(active.reshape(B, *event_ones), x, frozen)
+        if progress is not None and (step_no % 1000 == 0 or step_no == T_max):
             progress(B * (1000 if step_no % 1000 == 0 else step_no % 1000))
 
     constants = problem.constants()
     frames: dict[str, pd.DataFrame] = {}
     for b, spec in enumerate(specs):
-        recs = []
-        for r in rows:
-            t = int(r["t"])
-            rec: dict[str, Any] = {
-                "run_id": spec.run_id,
-                "experiment": spec.experiment,
-                "algorithm": spec.algorithm,
-                "seed": spec.seed,
-                "T": T,
-                "t": t,
-                "oracle_calls": calls_per_step * t,
-                "f_gap": float(r["f_gap"][b]),
-                "wall_time_s": float(r["wall_time_s"]),
-            }
-            for k in ("l1", "l2", "nuc"):
-                rec[f"grad_{k}"] = float(r[f"grad_{k}"][b])
-                rec[f"sum_grad_{k}"] = float(r[f"sum_grad_{k}"][b])
-                rec[f"avg_grad_{k}"] = float(r[f"sum_grad_{k}"][b]) / t
-            recs.append(rec)
-        df = pd.DataFrame.from_records(recs)
+        df = pd.DataFrame.from_records(records[b])
+        df.insert(0, "run_id", spec.run_id)
+        df.insert(1, "experiment", spec.experiment)
+        df.insert(2, "algorithm", spec.algorithm)
+        df.insert(3, "seed", spec.seed)
+        df.insert(4, "T", spec.T)
+        df["oracle_calls"] = calls_per_step * df["t"]
+        for k in ("l1", "l2", "nuc"):
+            df[f"avg_grad_{k}"] = df[f"sum_grad_{k}"] / df["t"]
         df["out_N"] = int(out_N[b])
         for k in ("l1", "l2", "nuc"):
             df[f"out_grad_{k}"] = float(out_norms[k][b])
@@ -218,5 +233,6 @@ def run_group(
             df[f"problem_{k}"] = v
         for k, v in spec.labels.items():
             df[f"label_{k}"] = v
+        df["group_size"] = B
         frames[spec.run_id] = df
     return frames

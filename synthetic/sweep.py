@@ -28,14 +28,14 @@ def run_specs(specs: Sequence[RunSpec], root: str | Path, *, progress: bool = Tr
     remove_stale_temporaries(root)
     groups = group_runs(specs)
     todo = [g for g in groups if any(not result_path(root, s).exists() for s in g)]
-    skipped = sum(len(g) for g in groups) - sum(len(g) for g in todo)
-    total_steps = sum(len(g) * g[0].T for g in todo)
+    skipped = sum(1 for g in groups for s in g if result_path(root, s).exists())
+    total_steps = sum(len(g) * max(s.T for s in g) for g in todo)
     prov = provenance()
     written = 0
     with tqdm(total=total_steps, unit="run-step", unit_scale=True, disable=not progress,
               desc="rates", dynamic_ncols=True) as bar:
         for group in todo:
-            bar.set_postfix_str(f"{group[0].experiment}: {group[0].algorithm} T={group[0].T} B={len(group)}")
+            bar.set_postfix_str(f"{group[0].experiment}: {group[0].algorithm} T<={max(s.T for s in group)} B={len(group)}")
             frames = run_group(group, progress=bar.update)
             for spec in group:
                 path = result_path(root, spec)

@@ -1,7 +1,7 @@
 """The ``zotheory`` command line.
 
     zotheory rates              run the rate-validation experiments (quick preset), then report + plot
-    zotheory rates --full       the publication-size sweep (writes figures/ and docs/rates_report.md)
+    zotheory rates --full       the publication-size sweep (writes figures/ and figures/rates_report.md)
     zotheory rates --only NAME  one experiment (repeatable)
     zotheory plot               regenerate figures and the report table from saved results only
     zotheory algorithms         list every algorithm with its paper reference and status
@@ -42,6 +42,7 @@ def cmd_rates(args: argparse.Namespace) -> int:
         return 0
     args.results = str(results)
     args.figures = args.figures or str(_default_figures(preset))
+    args.only = None  # the report covers every experiment saved under the results folder
     return cmd_plot(args)
 
 

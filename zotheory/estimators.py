@@ -253,12 +253,15 @@ def _locate(p: Tensor, flat: Tensor, batch_dims: int) -> tuple[Tensor, tuple[Ten
     Works for non-contiguous ``p`` (advanced indexing writes through to ``p``).
     """
     t = _target(p, batch_dims)
-    event_shape = tuple(t.shape[batch_dims:])
-    event_idx = torch.unravel_index(flat, event_shape)
     batch_idx = tuple(
         torch.arange(n, device=flat.device).reshape((1,) * a + (n,) + (1,) * (flat.ndim - a - 1))
         for a, n in enumerate(t.shape[:batch_dims])
     )
+    if t.is_contiguous():
+        # Fast path: a flat view of the event dimensions shares storage with p, so
+        # indexing it with the flat indices writes through (no unravel_index needed).
+        return t.view(tuple(t.shape[:batch_dims]) + (-1,)), batch_idx + (flat,)
+    event_idx = torch.unravel_index(flat, tuple(t.shape[batch_dims:]))
     return t, batch_idx + tuple(event_idx)
 
 

@@ -1,0 +1,276 @@
+r"""Candidate scoring and the training loss (MeZO's protocol, see docs/llm.md).
+
+An example has a ``context`` (the rendered prompt), ``candidates`` (the
+continuations) and a ``label`` (the index of the correct one). Anything with
+those three attributes works (``zotheory.llm.tasks.Example`` is the real one).
+
+Score of a candidate: the **mean log-probability of its tokens** given the
+context (length-normalised log-likelihood); the prediction is the arg-max
+(ties go to the lowest index). Training loss of an example: minus the score of
+the correct candidate; :func:`candidate_loss` is the mean over the examples.
+
+Tokenisation (docs/llm.md): ``context`` and ``context + candidate`` are
+tokenised without special tokens; the candidate's tokens are those of the full
+string past the context's token count (a candidate with no token left there is
+an error). Special tokens the tokenizer adds around a text (found by
+tokenising a probe with and without them) are put back around the sequence.
+
+Causal LMs (Llama, OPT, ...): one row ``[prefix] + tokens(context + candidate)``
+without its last token (no logit is needed after it); the logit at position
+``p - 1`` scores the token at ``p``. Rows with the same input are run once, so
+single-token candidates of one example share one row (the context's), which
+halves the cost of a binary task. Rows are right-padded with an attention mask;
+only the needed positions are projected to the vocabulary (``logits_to_keep``)
+when the model supports it.
+
+Masked LMs (RoBERTa, ``...ForMaskedLM``): MeZO's prompt-based scoring. The row
+is ``[prefix] + tokens(context) + <mask> * n + [suffix]`` with ``n`` the
+candidate's token count; the candidate's tokens are scored at the mask
+positions (each mask predicts its own token independently, which for the usual
+single-token label words is exactly MeZO's). The template is the task's: MeZO's
+RoBERTa templates add a trailing period, ours score the plain context.
+
+Numerics: the selected logits are cast to float32 before ``log_softmax`` and
+the scores / loss are float32 for every model dtype, so a zero-order
+difference ``f(x + tau e) - f(x - tau e)`` is taken in float32 (the estimators
+take it in ``promote_types(param dtype, value dtype)``). The logits themselves
+are computed in the model's dtype: with bf16/fp16 weights the forward pass's
+own rounding (about ``1e-2`` relative in bf16) limits how small a difference
+can be resolved; see :mod:`zotheory.llm.optim` for the precision rule.
+
+Gradients: :func:`score` and :func:`accuracy` always run under
+``torch.no_grad()``; :func:`candidate_loss` does too unless ``grad=True``
+(the first-order references).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import torch
+
+from .models import is_masked_lm
+
+__all__ = ["score", "accuracy", "predict", "candidate_loss", "evaluate", "encode"]
+
+
+class ExampleLike(Protocol):
+    context: str
+    candidates: Sequence[str]
+    label: int
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """Rows to run and, per scored (example, candidate), the (row, position, token) targets."""
+
+    rows: list[tuple[int, ...]]
+    row_of: list[int]  # per target
+    pos_of: list[int]  # logit position per target
+    tok_of: list[int]  # token id per target
+    seg_of: list[int]  # index of the scored (example, candidate) per target
+    pairs: list[tuple[int, int]]  # (example index, candidate index) per segment
+
+
+def _special_wrap(tok) -> tuple[list[int], list[int]]:
+    """Ids the tokenizer puts before and after a text (e.g. BOS, or <s> ... </s>)."""
+    probe = "a"
+    plain = list(tok(probe, add_special_tokens=False)["input_ids"])
+    full = list(tok(probe)["input_ids"])
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []  # pragma: no cover - a tokenizer that rewrites the text itself
+
+
+def _ids(tok, text: str) -> list[int]:
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def _check_example(i: int, ex: Any) -> None:
+    cands = getattr(ex, "candidates", None)
+    if not isinstance(getattr(ex, "context", None), str) or not cands:
+        raise ValueError(f"examples[{i}] must have a str context and a non-empty candidates sequence")
+    label = getattr(ex, "label", None)
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(cands):
+        raise ValueError(f"examples[{i}].label must be an index into its {len(cands)} candidates, got {label!r}")
+
+
+def encode(tok, examples: Sequence[ExampleLike], *, masked: bool, labels_only: bool = False) -> _Encoded:
+    """Token rows and targets for the (example, candidate) pairs (only the labels if ``labels_only``)."""
+    prefix, suffix = _special_wrap(tok)
+    mask_id = tok.mask_token_id
+    if masked and mask_id is None:
+        raise ValueError("a masked LM needs a tokenizer with a mask token")
+    rows: list[tuple[int, ...]] = []
+    row_index: dict[tuple[int, ...], int] = {}
+    enc = _Encoded(rows, [], [], [], [], [])
+    for i, ex in enumerate(examples):
+        _check_example(i, ex)
+        ctx = _ids(tok, ex.context)
+        which = [ex.label] if labels_only else range(len(ex.candidates))
+        for c in which:
+            full = _ids(tok, ex.context + ex.candidates[c])
+            cand = full[len(ctx):]
+            if not cand:
+                raise ValueError(
+                    f"examples[{i}] candidate {c} ({ex.candidates[c]!r}) has no tokens past the context's "
+                    f"{len(ctx)} tokens"
+                )
+            if masked:
+                start = len(prefix) + len(ctx)
+                row = tuple(prefix + ctx + [mask_id] * len(cand) + suffix)
+                positions = [start + j for j in range(len(cand))]
+            else:
+                seq = prefix + full
+                start = len(prefix) + len(ctx)
+                if start < 1:
+                    raise ValueError(
+                        f"examples[{i}] has an empty context and the tokenizer adds no BOS: "
+                        "the first candidate token has no logit to score it"
+                    )
+                row = tuple(seq[:-1])
+                positions = [start - 1 + j for j in range(len(cand))]
+            r = row_index.setdefault(row, len(rows))
+            if r == len(rows):
+                rows.append(row)
+            seg = len(enc.pairs)
+            enc.pairs.append((i, c))
+            for p, t in zip(positions, cand):
+                enc.row_of.append(r)
+                enc.pos_of.append(p)
+                enc.tok_of.append(t)
+                enc.seg_of.append(seg)
+    return enc
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _accepts(model, name: str) -> bool:
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    try:
+        return name in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def _target_logprobs(model, tok, enc: _Encoded, batch_rows: int | None, masked: bool) -> torch.Tensor:
+    """log p(token) at every target, float32, in target order (differentiable if grad is on)."""
+    device = _model_device(model)
+    n_rows = len(enc.rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    row_of = torch.tensor(enc.row_of, dtype=torch.long)
+    pos_of = torch.tensor(enc.pos_of, dtype=torch.long)
+    tok_of = torch.tensor(enc.tok_of, dtype=torch.long)
+    out = torch.empty(len(enc.row_of), dtype=torch.float32, device=device)
+    chunk = n_rows if batch_rows is None else max(1, int(batch_rows))
+    use_keep = (not masked) and _accepts(model, "logits_to_keep")
+    pieces = []
+    for lo in range(0, n_rows, chunk):
+        hi = min(n_rows, lo + chunk)
+        rows = enc.rows[lo:hi]
+        L = max(len(r) for r in rows)
+        ids = torch.full((len(rows), L), pad, dtype=torch.long)
+        att = torch.zeros((len(rows), L), dtype=torch.long)
+        for b, r in enumerate(rows):  # right padding
+            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
+            att[b, : len(r)] = 1
+        sel = ((row_of >= lo) & (row_of < hi)).nonzero().squeeze(1)
+        b_idx = row_of[sel] - lo
+        p_idx = pos_of[sel]
+        kwargs: dict[str, Any] = {}
+        if not masked:
+            kwargs["use_cache"] = False
+        keep = torch.unique(p_idx)  # sorted
+        if use_keep and keep.numel() < L:
+            kwargs["logits_to_keep"] = keep.to(device)
+        logits = model(input_ids=ids.to(device), attention_mask=att.to(device), **kwargs).logits
+        if logits.shape[1] == L:
+            col = p_idx
+        elif logits.shape[1] == keep.numel():
+            col = torch.searchsorted(keep, p_idx)
+        else:  # pragma: no cover - a model that ignores / misreads logits_to_keep
+            raise RuntimeError(f"unexpected logits shape {tuple(logits.shape)} for {L} positions")
+        picked = logits[b_idx.to(device), col.to(device)].float().log_softmax(-1)
+        lp = picked.gather(1, tok_of[sel].to(device).unsqueeze(1)).squeeze(1)
+        pieces.append((sel.to(device), lp))
+    if torch.is_grad_enabled():
+        out = torch.zeros(len(enc.row_of), dtype=torch.float32, device=device)
+        for sel, lp in pieces:
+            out = out.index_put((sel,), lp)
+        return out
+    for sel, lp in pieces:
+        out[sel] = lp
+    return out
+
+
+def _segment_means(enc: _Encoded, logp: torch.Tensor) -> torch.Tensor:
+    seg = torch.tensor(enc.seg_of, dtype=torch.long, device=logp.device)
+    n = len(enc.pairs)
+    sums = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, seg, logp)
+    counts = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, seg, torch.ones_like(logp))
+    return sums / counts
+
+
+def score(model, tok, examples: Sequence[ExampleLike], batch_size: int | None = 32) -> torch.Tensor:
+    """Length-normalised log-likelihood of every candidate: float32 ``(n_examples, max_candidates)``.
+
+    Entry ``[i, c]`` is the mean log-probability of candidate ``c``'s tokens
+    given example ``i``'s context; ``-inf`` past an example's last candidate.
+    ``batch_size`` bounds the rows per forward pass (``None``: all at once).
+    """
+    examples = list(examples)
+    if not examples:
+        raise ValueError("examples must not be empty")
+    masked = is_masked_lm(model)
+    enc = encode(tok, examples, masked=masked)
+    with torch.no_grad():
+        means = _segment_means(enc, _target_logprobs(model, tok, enc, batch_size, masked))
+    width = max(len(ex.candidates) for ex in examples)
+    out = torch.full((len(examples), width), float("-inf"), dtype=torch.float32, device=means.device)
+    ei = torch.tensor([p[0] for p in enc.pairs], device=means.device)
+    ci = torch.tensor([p[1] for p in enc.pairs], device=means.device)
+    out[ei, ci] = means
+    return out
+
+
+def predict(scores: torch.Tensor) -> torch.Tensor:
+    """Arg-max candidate per example (ties: lowest index)."""
+    return scores.argmax(dim=1)
+
+
+def evaluate(model, tok, examples: Sequence[ExampleLike], batch_size: int | None = 32) -> dict[str, float]:
+    """``{"accuracy", "loss", "n"}`` from one scoring pass (``loss`` = mean of minus the label's score)."""
+    examples = list(examples)
+    s = score(model, tok, examples, batch_size)
+    labels = torch.tensor([ex.label for ex in examples], device=s.device)
+    acc = (predict(s) == labels).double().mean().item()
+    loss = (-s[torch.arange(len(examples), device=s.device), labels]).double().mean().item()
+    return {"accuracy": acc, "loss": loss, "n": len(examples)}
+
+
+def accuracy(model, tok, examples: Sequence[ExampleLike], batch_size: int | None = 32) -> float:
+    """Fraction of examples whose arg-max candidate is the label."""
+    return evaluate(model, tok, examples, batch_size)["accuracy"]
+
+
+def candidate_loss(
+    model, tok, examples: Sequence[ExampleLike], *, grad: bool = False, batch_size: int | None = None
+) -> torch.Tensor:
+    """Mean over examples of minus the mean log-probability of the correct candidate's tokens.
+
+    A float32 0-d tensor on the model's device. Under ``torch.no_grad()`` unless
+    ``grad=True`` (first-order references). Only the label candidates are run.
+    """
+    examples = list(examples)
+    if not examples:
+        raise ValueError("examples must not be empty")
+    masked = is_masked_lm(model)
+    enc = encode(tok, examples, masked=masked, labels_only=True)
+    with torch.set_grad_enabled(grad):
+        means = _segment_means(enc, _target_logprobs(model, tok, enc, batch_size, masked))
+        return -means.mean()
