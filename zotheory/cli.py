@@ -5,6 +5,7 @@
     zotheory rates --only NAME  one experiment (repeatable)
     zotheory plot               regenerate figures and the report table from saved results only
     zotheory algorithms         list every algorithm with its paper reference and status
+    zotheory assets fetch NAME  fetch a real model / data set into the cache (assets list: what exists)
 """
 
 from __future__ import annotations
@@ -97,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     al = sub.add_parser("algorithms", help="list the implemented algorithms")
     al.set_defaults(func=cmd_algorithms)
+
+    # The LLM side (zotheory.llm) adds its own subcommands; importing these modules
+    # does not import transformers (that happens only when a command runs).
+    from .llm import assets
+
+    assets.add_cli(sub)
     return p
 
 
