@@ -271,8 +271,9 @@ class ShellOptimizer(torch.optim.Optimizer):
         if list(state_dict["kinds"]) != kinds:
             raise ValueError(f"state_dict per-tensor rules {state_dict['kinds']} differ from {kinds}")
         hyper = dict(state_dict["hyperparameters"])
-        if set(hyper) != set(self.hp):
-            raise ValueError(f"state_dict hyperparameters {sorted(hyper)} differ from {sorted(self.hp)}")
+        missing = sorted(set(self.hp) - set(hyper))
+        if missing:
+            raise ValueError(f"state_dict lacks hyperparameter(s) {missing}")
         new_states = []
         for i, (state, saved) in enumerate(zip(self._states, state_dict["states"])):
             updates = {}

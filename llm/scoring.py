@@ -40,20 +40,22 @@ can be resolved; see :mod:`zotheory.llm.optim` for the precision rule.
 
 Gradients: :func:`score` and :func:`accuracy` always run under
 ``torch.no_grad()``; :func:`candidate_loss` does too unless ``grad=True``
-(the first-order references).
+(the first-order references). :func:`loss_closure` tokenises and pads a batch
+once and returns the zero-argument closure an optimizer shell calls 2..2k
+times per step.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
 from .models import is_masked_lm
 
-__all__ = ["score", "accuracy", "predict", "candidate_loss", "evaluate", "encode"]
+__all__ = ["score", "accuracy", "predict", "candidate_loss", "loss_closure", "evaluate", "encode"]
 
 
 class ExampleLike(Protocol):
@@ -158,20 +160,28 @@ def _accepts(model, name: str) -> bool:
         return False
 
 
-def _target_logprobs(model, tok, enc: _Encoded, batch_rows: int | None, masked: bool) -> torch.Tensor:
-    """log p(token) at every target, float32, in target order (differentiable if grad is on)."""
-    device = _model_device(model)
+@dataclass
+class _Chunk:
+    ids: torch.Tensor  # (rows, L) right-padded, on the model's device
+    att: torch.Tensor  # (rows, L)
+    sel: torch.Tensor  # indices of this chunk's targets in target order
+    b_idx: torch.Tensor  # row (within the chunk) per target
+    p_idx: torch.Tensor  # logit position per target
+    keep: torch.Tensor  # sorted distinct positions needed
+    tok: torch.Tensor  # token id per target
+
+
+def _prepare(tok, enc: _Encoded, batch_rows: int | None, device: torch.device) -> list[_Chunk]:
+    """Pad the rows into chunks of at most ``batch_rows`` (one forward pass each)."""
     n_rows = len(enc.rows)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     row_of = torch.tensor(enc.row_of, dtype=torch.long)
     pos_of = torch.tensor(enc.pos_of, dtype=torch.long)
     tok_of = torch.tensor(enc.tok_of, dtype=torch.long)
-    out = torch.empty(len(enc.row_of), dtype=torch.float32, device=device)
-    chunk = n_rows if batch_rows is None else max(1, int(batch_rows))
-    use_keep = (not masked) and _accepts(model, "logits_to_keep")
-    pieces = []
-    for lo in range(0, n_rows, chunk):
-        hi = min(n_rows, lo + chunk)
+    size = n_rows if batch_rows is None else max(1, int(batch_rows))
+    chunks = []
+    for lo in range(0, n_rows, size):
+        hi = min(n_rows, lo + size)
         rows = enc.rows[lo:hi]
         L = max(len(r) for r in rows)
         ids = torch.full((len(rows), L), pad, dtype=torch.long)
@@ -180,31 +190,38 @@ def _target_logprobs(model, tok, enc: _Encoded, batch_rows: int | None, masked: 
             ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
             att[b, : len(r)] = 1
         sel = ((row_of >= lo) & (row_of < hi)).nonzero().squeeze(1)
-        b_idx = row_of[sel] - lo
         p_idx = pos_of[sel]
+        chunks.append(_Chunk(ids.to(device), att.to(device), sel.to(device), (row_of[sel] - lo).to(device),
+                             p_idx.to(device), torch.unique(p_idx).to(device), tok_of[sel].to(device)))
+    return chunks
+
+
+def _target_logprobs(model, chunks: list[_Chunk], n_targets: int, masked: bool) -> torch.Tensor:
+    """log p(token) at every target, float32, in target order (differentiable if grad is on)."""
+    use_keep = (not masked) and _accepts(model, "logits_to_keep")
+    out = None
+    for c in chunks:
+        L = c.ids.shape[1]
         kwargs: dict[str, Any] = {}
         if not masked:
             kwargs["use_cache"] = False
-        keep = torch.unique(p_idx)  # sorted
-        if use_keep and keep.numel() < L:
-            kwargs["logits_to_keep"] = keep.to(device)
-        logits = model(input_ids=ids.to(device), attention_mask=att.to(device), **kwargs).logits
+            if use_keep and c.keep.numel() < L:
+                kwargs["logits_to_keep"] = c.keep
+        logits = model(input_ids=c.ids, attention_mask=c.att, **kwargs).logits
         if logits.shape[1] == L:
-            col = p_idx
-        elif logits.shape[1] == keep.numel():
-            col = torch.searchsorted(keep, p_idx)
-        else:  # pragma: no cover - a model that ignores / misreads logits_to_keep
+            col = c.p_idx
+        elif logits.shape[1] == c.keep.numel():
+            col = torch.searchsorted(c.keep, c.p_idx)
+        else:  # pragma: no cover - a model that misreads logits_to_keep
             raise RuntimeError(f"unexpected logits shape {tuple(logits.shape)} for {L} positions")
-        picked = logits[b_idx.to(device), col.to(device)].float().log_softmax(-1)
-        lp = picked.gather(1, tok_of[sel].to(device).unsqueeze(1)).squeeze(1)
-        pieces.append((sel.to(device), lp))
-    if torch.is_grad_enabled():
-        out = torch.zeros(len(enc.row_of), dtype=torch.float32, device=device)
-        for sel, lp in pieces:
-            out = out.index_put((sel,), lp)
-        return out
-    for sel, lp in pieces:
-        out[sel] = lp
+        picked = logits[c.b_idx, col].float().log_softmax(-1)
+        lp = picked.gather(1, c.tok.unsqueeze(1)).squeeze(1)
+        if len(chunks) == 1:
+            return lp  # one chunk holds every target, in order
+        if out is None:
+            out = torch.zeros(n_targets, dtype=torch.float32, device=lp.device)
+        out = out.index_put((c.sel,), lp)
+    assert out is not None
     return out
 
 
@@ -228,8 +245,9 @@ def score(model, tok, examples: Sequence[ExampleLike], batch_size: int | None = 
         raise ValueError("examples must not be empty")
     masked = is_masked_lm(model)
     enc = encode(tok, examples, masked=masked)
+    chunks = _prepare(tok, enc, batch_size, _model_device(model))
     with torch.no_grad():
-        means = _segment_means(enc, _target_logprobs(model, tok, enc, batch_size, masked))
+        means = _segment_means(enc, _target_logprobs(model, chunks, len(enc.row_of), masked))
     width = max(len(ex.candidates) for ex in examples)
     out = torch.full((len(examples), width), float("-inf"), dtype=torch.float32, device=means.device)
     ei = torch.tensor([p[0] for p in enc.pairs], device=means.device)
@@ -258,19 +276,36 @@ def accuracy(model, tok, examples: Sequence[ExampleLike], batch_size: int | None
     return evaluate(model, tok, examples, batch_size)["accuracy"]
 
 
-def candidate_loss(
+def loss_closure(
     model, tok, examples: Sequence[ExampleLike], *, grad: bool = False, batch_size: int | None = None
-) -> torch.Tensor:
-    """Mean over examples of minus the mean log-probability of the correct candidate's tokens.
+) -> Callable[[], torch.Tensor]:
+    """A zero-argument closure returning :func:`candidate_loss` on ``examples``.
 
-    A float32 0-d tensor on the model's device. Under ``torch.no_grad()`` unless
-    ``grad=True`` (first-order references). Only the label candidates are run.
+    The examples are tokenised and padded once; every call runs the model on the
+    model's *current* parameters (what the optimizer shells need: 2..2k calls per step).
     """
     examples = list(examples)
     if not examples:
         raise ValueError("examples must not be empty")
     masked = is_masked_lm(model)
     enc = encode(tok, examples, masked=masked, labels_only=True)
-    with torch.set_grad_enabled(grad):
-        means = _segment_means(enc, _target_logprobs(model, tok, enc, batch_size, masked))
-        return -means.mean()
+    chunks = _prepare(tok, enc, batch_size, _model_device(model))
+
+    def closure() -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            means = _segment_means(enc, _target_logprobs(model, chunks, len(enc.row_of), masked))
+            return -means.mean()
+
+    return closure
+
+
+def candidate_loss(
+    model, tok, examples: Sequence[ExampleLike], *, grad: bool = False, batch_size: int | None = None
+) -> torch.Tensor:
+    """Mean over examples of minus the mean log-probability of the correct candidate's tokens.
+
+    A float32 0-d tensor on the model's device. Under ``torch.no_grad()`` unless
+    ``grad=True`` (first-order references). Only the label candidates are run
+    (``batch_size`` rows per forward pass; ``None``: all in one).
+    """
+    return loss_closure(model, tok, examples, grad=grad, batch_size=batch_size)()
