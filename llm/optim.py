@@ -448,7 +448,9 @@ NON_MATRIX_RULES = ("sign", "column")
 class JaguarMuon(_JaguarBase):
     """JAGUAR Muon (Algorithm 2) over a model's trainable parameters; see the module doc.
 
-    ``lr``, ``tau``, ``beta`` (0.9), ``coords_per_step`` (8), ``orthogonalization``
+    ``lr``, ``tau``, ``beta`` (0.9), ``coords_per_step`` (8), ``mode`` (``"coordinate"``
+    = the pseudocode, ``"block"`` = the authors' released-code estimate, as for JAGUAR
+    SignSGD), ``block_fraction`` (0.1), ``orthogonalization``
     (``"ns3"`` default, ``"exact"``, ``"ns5"``), ``ns_steps`` (None = method default,
     10 for ns3), ``non_matrix`` (``"sign"`` default: JAGUAR SignSGD's update for
     non-2-D tensors; ``"column"``: ``as_matrix(t, "column")``), ``seed``.
@@ -465,6 +467,8 @@ class JaguarMuon(_JaguarBase):
         tau: float = 1e-3,
         beta: float = 0.9,
         coords_per_step: int = 8,
+        mode: str = "coordinate",
+        block_fraction: float = 0.1,
         orthogonalization: str = "ns3",
         ns_steps: int | None = None,
         non_matrix: str = "sign",
@@ -474,13 +478,16 @@ class JaguarMuon(_JaguarBase):
         check_positive("tau", tau)
         check_in_range("beta", beta, 0.0, 1.0)
         coords_per_step = check_int_at_least("coords_per_step", coords_per_step, 1)
+        check_choice("mode", mode, ("coordinate", "block"))
+        check_in_range("block_fraction", block_fraction, 0.0, 1.0, low_closed=False, high_closed=True)
         check_choice("orthogonalization", orthogonalization, ORTHOGONALIZATIONS)
         if ns_steps is not None:
             check_int_at_least("ns_steps", ns_steps, 1)
         check_choice("non_matrix", non_matrix, NON_MATRIX_RULES)
         self._non_matrix = non_matrix
-        defaults = dict(lr=lr, tau=tau, beta=beta, coords_per_step=coords_per_step,
-                        orthogonalization=orthogonalization, ns_steps=ns_steps, non_matrix=non_matrix)
+        defaults = dict(lr=lr, tau=tau, beta=beta, coords_per_step=coords_per_step, mode=mode,
+                        block_fraction=block_fraction, orthogonalization=orthogonalization,
+                        ns_steps=ns_steps, non_matrix=non_matrix)
         super().__init__(params, defaults, seed)
 
     def _rule(self, view: torch.Tensor) -> str:
@@ -498,7 +505,8 @@ class JaguarMuon(_JaguarBase):
         return self._rule(_kernel_view(self.params[index]))
 
     def estimate(self, closure: Closure) -> CoordinateEstimate:
-        return self._draw_estimate(self._views(), closure, "coordinate")
+        hp = self.hp
+        return self._draw_estimate(self._views(), closure, hp["mode"], hp["block_fraction"])
 
     def _update_tensor(self, i, view, piece):
         hp = self.hp

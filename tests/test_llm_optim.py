@@ -137,6 +137,23 @@ def test_jaguar_signsgd_block_mode_equals_estimator_plus_update():
             assert same_bits(p, r)
 
 
+def test_jaguar_muon_block_mode_writes_the_block_into_the_momentum():
+    params = [torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), torch.randn(5, generator=torch.Generator().manual_seed(1))]
+    w, v = weights_for(sum(p.numel() for p in params))
+    opt = optim.JaguarMuon(params, lr=0.01, tau=1e-3, beta=0.5, mode="block", block_fraction=0.5,
+                           orthogonalization="exact", seed=3)
+    gen = torch.Generator().manual_seed(3)
+    ref = [p.detach().clone() for p in params]
+    opt.step(lambda: loss_of(flat(params), w, v))
+    est = estimators.jaguar_block(ref, lambda: loss_of(flat(ref), w, v), 1e-3, fraction=0.5, generator=gen)
+    assert opt.oracle_calls == 2
+    pieces = split_coordinates(est, [r.numel() for r in ref])
+    m = opt.kernel_states[0].momentum.reshape(-1)
+    nonzero = set(m.ne(0).nonzero().reshape(-1).tolist())
+    assert nonzero == set(pieces[0].indices.tolist())  # 3 x 2 block of the matrix, one shared value
+    assert torch.allclose(m[pieces[0].indices], 0.5 * pieces[0].values.to(m.dtype))
+
+
 def test_block_mode_with_reset_momentum_moves_only_the_block():
     params = make_params([(10, 10)])
     w, v = weights_for(100)

@@ -70,6 +70,9 @@ Named generalisations (off by default, not the paper):
 
 * ``coords_per_step = k > 1``: ``k`` distinct entries per step, each with its own
   central difference (``2k`` oracle calls); the momentum write rule is applied at each.
+* a ``"block"`` estimate (``estimators.jaguar_block``, the authors' released code): one
+  scalar difference written into every entry of a random block; used by the LLM shell's
+  ``mode="block"``.
 * ``orthogonalization = "exact"`` or ``"ns5"`` (see above). The seed's subroutine has
   ``K = 10``; the LaTeX draft writes ``K = 5`` -- seed 003 governs.
 
@@ -147,14 +150,15 @@ def update(
     """One momentum write and the orthogonalized direction: ``(NS(M^t), new_state)``.
 
     Only the sampled entries of ``M`` change (``M_p <- beta M_p + (1 - beta) g_p``);
-    every other entry keeps its value. With ``inplace=False`` neither ``estimate``
+    every other entry keeps its value. A ``"block"`` estimate (the authors' released-code
+    estimator, not Algorithm 2) is written with the same rule at every entry of the block. With ``inplace=False`` neither ``estimate``
     nor ``state`` is modified; with ``inplace=True`` ``state.momentum`` is
     overwritten and shared with the new state.
     """
     if not isinstance(estimate, CoordinateEstimate):
         raise ValueError(f"estimate must be a CoordinateEstimate, got {type(estimate).__name__}")
-    if estimate.mode != "coordinate":
-        raise ValueError(f"estimate.mode must be 'coordinate' for JAGUAR Muon, got {estimate.mode!r}")
+    if estimate.mode not in ("coordinate", "block"):
+        raise ValueError(f"estimate.mode must be 'coordinate' or 'block' for JAGUAR Muon, got {estimate.mode!r}")
     check_in_range("beta", beta, 0.0, 1.0, low_closed=True, high_closed=False)
     _check_ns(orthogonalization, ns_steps)
     check_tensor_rank("state.momentum", state.momentum, 2, batch_dims=state.batch_dims)
