@@ -361,3 +361,21 @@ def test_cli_finetune(tmp_path, monkeypatch, capsys):
                              "--steps", "2", "--opt", "betta=1", "--out-dir", str(tmp_path / "bad")])
     assert bad.func(bad) == 2
     assert "betta" in capsys.readouterr().err
+
+
+def test_finetune_report_summarises_saved_runs(tmp_path):
+    from zotheory.llm import report
+
+    for seed in (0, 1):
+        train(config(tmp_path, seed=seed, out_dir=str(tmp_path / "runs" / f"s{seed}")), task=ToyTask())
+    out = report.make_report(tmp_path / "runs", tmp_path / "fig")
+    runs, _ = report.collect(tmp_path / "runs")
+    summary = report.summarise(runs)
+    assert out["runs"] == 2 and len(summary) == 1
+    row = summary.iloc[0]
+    assert row["seeds"] == 2 and row["forward_passes"] == 12
+    assert row["test_mean"] == pytest.approx(runs["test_at_best"].mean())
+    assert (tmp_path / "fig" / "llm_toy.png").exists()
+    assert "| toy | zo_sgd |" in (tmp_path / "fig" / "llm_report.md").read_text()
+    with pytest.raises(FileNotFoundError, match="no finished fine-tuning runs"):
+        report.make_report(tmp_path / "nothing", tmp_path / "fig2")

@@ -7,6 +7,7 @@
     zotheory algorithms         list every algorithm with its paper reference and status
     zotheory assets fetch NAME  fetch a real model / data set into the cache (assets list: what exists)
     zotheory finetune ...       fine-tune a language model with a ZO (or FO reference) optimizer
+    zotheory finetune-report    table and figures from saved fine-tuning runs
 """
 
 from __future__ import annotations
@@ -103,10 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     # The LLM side (zotheory.llm) adds its own subcommands; importing these modules
     # does not import transformers (that happens only when a command runs).
     from .llm import assets
+    from .llm import report as llm_report
     from .llm import train as llm_train
 
     assets.add_cli(sub)
     llm_train.add_cli(sub)
+    llm_report.add_cli(sub)
     return p
 
 
