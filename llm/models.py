@@ -24,11 +24,27 @@
 * :func:`trainable_parameters` / :func:`named_trainable_parameters` -- the
   parameters with ``requires_grad`` in ``named_parameters`` order (shared /
   tied tensors once). That list is what the optimizer shells act on.
+
+Out of memory on load. Before loading a checkpoint, :func:`load_model`
+estimates the bytes its weights take in the requested dtype
+(:func:`estimate_model_bytes`: element counts from the ``*.safetensors``
+headers, else the size of the ``*.bin``/``*.pt`` weight files) and compares
+them with the memory available (:func:`available_memory_bytes`: ``MemAvailable``
+of ``/proc/meminfo`` on the host, where the weights are first materialised, and
+``torch.cuda.mem_get_info`` on a CUDA device). When the weights do not fit it
+raises :class:`ModelTooLargeError` (a ``MemoryError``) saying how much is needed
+and how much is available, before allocating anything. An allocator failure
+during the load itself (``torch.OutOfMemoryError``, ``MemoryError``, or a
+``RuntimeError`` such as ``DefaultCPUAllocator: can't allocate memory``) is
+re-raised as :class:`ModelTooLargeError` with the same message. When the
+available memory cannot be read the check is skipped (the load is attempted).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import struct
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -47,6 +63,9 @@ __all__ = [
     "trainable_parameters",
     "named_trainable_parameters",
     "is_masked_lm",
+    "ModelTooLargeError",
+    "estimate_model_bytes",
+    "available_memory_bytes",
 ]
 
 TINY_ARCHS = ("llama", "opt", "roberta")
@@ -223,13 +242,127 @@ def load_model(
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     archs = getattr(config, "architectures", None) or []
     auto = AutoModelForMaskedLM if any(a.endswith("ForMaskedLM") for a in archs) else AutoModelForCausalLM
-    model = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    needed = estimate_model_bytes(path, torch_dtype)
+    _check_memory(name, needed, torch_dtype, dev)
+    try:
+        model = auto.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+        model.to(dev)
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, ModelTooLargeError) or not _is_oom(err):
+            raise
+        where = str(dev)
+        raise ModelTooLargeError(
+            _too_large_message(name, needed, torch_dtype, where, available_memory_bytes(dev)) + f" ({err})"
+        ) from err
     tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tok.pad_token_id is None:  # padded positions are masked; any valid id will do
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
-    model.to(dev)
     model.eval()
     return model, tok
+
+
+class ModelTooLargeError(MemoryError):
+    """Not enough memory to load a model; the message gives the size needed and what is available."""
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.{2 if unit == 'GiB' else 1}f} {unit}"
+    return f"{n} bytes"
+
+
+def _safetensors_numel(path: Path) -> int:
+    """Number of elements in one ``.safetensors`` file, from its header (no tensor is read)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) < 8:
+                raise ValueError("file shorter than the 8-byte header length")
+            (n,) = struct.unpack("<Q", head)
+            if n > 100 * 2**20 or n > path.stat().st_size - 8:
+                raise ValueError(f"header length {n} exceeds the file")
+            header = json.loads(fh.read(n))
+        total = 0
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            numel = 1
+            for dim in entry["shape"]:
+                numel *= int(dim)
+            total += numel
+        return total
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        raise ValueError(f"malformed safetensors header in {path}: {err}") from None
+
+
+def estimate_model_bytes(path: str | Path, dtype: str | torch.dtype = "float32") -> int | None:
+    """Bytes the weights in the model directory ``path`` take once loaded in ``dtype``.
+
+    Exact element counts from the ``*.safetensors`` headers (times the dtype's
+    element size); without safetensors, the total size of ``*.bin`` / ``*.pt`` /
+    ``*.pth`` weight files (as stored). ``None`` when the directory has no
+    weight file. A malformed safetensors header raises ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    itemsize = torch.empty((), dtype=parse_dtype(dtype)).element_size()
+    shards = sorted(path.glob("*.safetensors"))
+    if shards:
+        return sum(_safetensors_numel(p) for p in shards) * itemsize
+    others = [p for ext in ("*.bin", "*.pt", "*.pth") for p in path.glob(ext) if p.is_file()]
+    if others:
+        return sum(p.stat().st_size for p in others)
+    return None
+
+
+def available_memory_bytes(device: str | torch.device = "cpu") -> int | None:
+    """Memory a load can use: ``MemAvailable`` (``/proc/meminfo``) for ``cpu``, free memory
+    for a CUDA device; ``None`` when it cannot be read."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(dev)[0])
+        except (RuntimeError, AssertionError):
+            return None
+    if dev.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    parts = line.split()
+                    return int(parts[1]) * (1024 if len(parts) < 3 or parts[2].lower() == "kb" else 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _too_large_message(name: str, needed: int | None, dtype: torch.dtype, where: str, available: int | None) -> str:
+    dt = str(dtype).replace("torch.", "")
+    need = f"about {_size(needed)} ({needed:,} bytes) for its weights in {dt}" if needed else "an unknown amount"
+    avail = f"{_size(available)} available on {where}" if available is not None else f"free memory on {where} unknown"
+    return (f"not enough memory to load model {name!r}: it needs {need}; {avail}. Free memory, "
+            f"use a smaller dtype (--dtype bfloat16 halves fp32), a smaller model, or another device.")
+
+
+def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":
+        return True
+    text = str(err).lower()
+    return isinstance(err, RuntimeError) and any(
+        s in text for s in ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+    )
+
+
+def _check_memory(name: str, needed: int | None, dtype: torch.dtype, device: torch.device) -> None:
+    """Raise :class:`ModelTooLargeError` when ``needed`` bytes exceed what the host (and device) has."""
+    if needed is None:
+        return
+    places = [torch.device("cpu")] + ([device] if device.type == "cuda" else [])
+    for place in places:
+        available = available_memory_bytes(place)
+        if available is not None and needed > available:
+            raise ModelTooLargeError(_too_large_message(name, needed, dtype, str(place), available))
 
 
 def _base_model(model):

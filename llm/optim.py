@@ -16,6 +16,7 @@ method             estimate (oracle calls per step)      update per tensor      
 jaguar_signsgd     ``jaguar_coordinates`` k coords (2k)  ``jaguar_signsgd``      d  (momentum m, fp32, dense)
   mode="block"     ``jaguar_block`` (2)                  ``jaguar_signsgd``      d
 jaguar_muon        ``jaguar_coordinates`` k coords (2k)  ``jaguar_muon`` (2-D)   d  (momentum M, fp32, dense)
+  mode="block"     ``jaguar_block`` (2)                  ``jaguar_muon`` (2-D)   d
 zo_sgd (MeZO)      ``gaussian_two_point`` (2)            ``zo_sgd``              0
 zo_signsgd         ``gaussian_two_point`` x q (2q)       ``zo_signsgd``          0
 zo_adamm           ``gaussian_two_point`` (2)            ``zo_adamm``            3d (m, v, v_hat, fp32)

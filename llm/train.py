@@ -23,7 +23,9 @@ forward_passes, wall_time), ``result.json`` (config, zero-shot dev/test, best
 dev and its step, test at best, forward passes, wall time, peak memory,
 skipped steps, status), ``checkpoint.pt``. Every file is written atomically
 (temporary file, fsync, rename, fsync of the directory), so a crash leaves
-the previous version intact.
+the previous version intact; the next ``train`` in that ``out_dir`` deletes the
+temporary files a killed writer left, and a damaged ``checkpoint.pt`` is a
+``ValueError`` naming it (docs/reliability.md).
 
 Counting. ``forward_passes`` counts closure evaluations of the optimizer (one
 forward pass over the batch each; for the first-order references each also
@@ -348,6 +350,37 @@ def atomic_write(path: Path, write) -> None:
     _fsync_dir(path.parent)
 
 
+OUTPUT_FILES = (CHECKPOINT, "log.parquet", "evals.parquet", "result.json")
+
+
+def _remove_stale_temporaries(out: Path) -> int:
+    """Delete the temporary files (``.<name>.tmp<pid>``) a killed writer left in ``out``."""
+    n = 0
+    for name in OUTPUT_FILES:
+        for p in out.glob(f".{name}.tmp*"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """``torch.load`` a checkpoint; a damaged file is a ``ValueError`` naming it."""
+    import pickle
+    import zipfile
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise ValueError(
+            f"cannot read checkpoint {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}. "
+            "Checkpoints are written atomically, so the file was damaged after it was written; "
+            "delete it (and the run directory's outputs) to start the run over."
+        ) from err
+    if not isinstance(saved, dict) or saved.get("format") != 1 or "config" not in saved:
+        raise ValueError(f"{path} is not a zotheory training checkpoint (format 1)")
+    return saved
+
+
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"))
 
@@ -446,8 +479,9 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
     if ckpt_path.exists():
         if not config.resume:
             raise ValueError(f"{out} already holds a run ({CHECKPOINT}); pass resume=True or another out_dir")
-        saved = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        saved = _load_checkpoint(ckpt_path)
         _check_resumable(config, TrainConfig.from_dict(saved["config"]))
+    _remove_stale_temporaries(out)
 
     run_id = config.run_id()
     device = resolve_device(config.device)

@@ -216,7 +216,7 @@ def report_beta_ablation(df: pd.DataFrame, out: Path) -> tuple[list[Row], Path]:
     ax.axhline(sigma, ls=":", color="gray", lw=1)
     ax.annotate("sigma", (fin["T"].min(), sigma), fontsize=7, color="gray")
     ax.set(xscale="log", yscale="log", xlabel="T", ylabel="(1/T) sum_t ||grad f(x^t)||_1",
-           title="momentum ablation under gradient noise (gamma ~ T^{-3/4})")
+           title="momentum ablation, sigma = 1: gamma = 20 T^{-3/4}/d, or constant gamma = 1e-3")
     ax.legend(fontsize=7)
     return rows, _save(fig, out / "rates_beta_ablation.png")
 

@@ -22,20 +22,23 @@ realised per run: ``out_N`` and ``out_grad_*`` (norms at x^{N(T)}).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from functools import lru_cache
+from numbers import Integral, Real
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from zotheory.algorithms import get_algorithm
+from zotheory.algorithms import ALGORITHMS, get_algorithm
 
 from .noise import StochasticOracle
 from .problems import nuclear_norm
-from .registry import make_problem
+from .registry import FAMILIES, make_problem
 from .results import run_id
 
 NUMERIC_HYPERPARAMETERS = ("gamma", "beta", "tau")
@@ -54,6 +57,9 @@ class RunSpec:
     seed: int
     noise: dict[str, Any] = field(default_factory=lambda: {"sigma": 0.0, "Delta": 0.0, "delta_mode": "none"})
     labels: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_spec(self)
 
     def config(self) -> dict[str, Any]:
         return {
@@ -83,6 +89,66 @@ class RunSpec:
                 "noise": noise,
             }
         )
+
+
+_STEP_RESERVED = {"x", "oracle", "state", "generator", "batch_dims"}
+
+
+@lru_cache(maxsize=None)
+def _keywords(fn: Callable[..., Any], reserved: frozenset[str]) -> frozenset[str] | None:
+    """Keyword names ``fn`` accepts (minus ``reserved``); ``None`` when it takes ``**kwargs``."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL) - reserved
+
+
+def _check_keys(where: str, given: Mapping[str, Any], valid: frozenset[str] | None) -> None:
+    if valid is None:
+        return
+    unknown = sorted(set(given) - valid)
+    if unknown:
+        raise ValueError(f"RunSpec.{where} has unknown key(s) {unknown}; valid: {sorted(valid)}")
+
+
+def _check_number(where: str, value: Any) -> None:
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(float(value)):
+        raise ValueError(f"RunSpec.{where} must be a finite real number, got {value!r}")
+
+
+def validate_spec(spec: "RunSpec") -> None:
+    """Types, names and keys of a run's configuration (``ValueError`` naming the key).
+
+    Ranges of the values (``beta`` in [0, 1), ``sigma >= 0``, problem sizes, ...) are
+    checked where they are used (the kernels, the oracle, the problem constructors).
+    """
+    if not isinstance(spec.experiment, str) or not spec.experiment:
+        raise ValueError(f"RunSpec.experiment must be a non-empty string, got {spec.experiment!r}")
+    for name in ("problem", "hyper", "noise", "labels"):
+        if not isinstance(getattr(spec, name), Mapping):
+            raise ValueError(f"RunSpec.{name} must be a dict, got {getattr(spec, name)!r}")
+    family = spec.problem.get("family")
+    if family not in FAMILIES:
+        raise ValueError(f"RunSpec.problem['family'] must be one of {sorted(FAMILIES)}, got {family!r}")
+    _check_keys(f"problem ({family})", {k: v for k, v in spec.problem.items() if k != "family"},
+                _keywords(FAMILIES[family].__init__, frozenset({"self"})))
+    if spec.algorithm not in ALGORITHMS:
+        raise ValueError(f"RunSpec.algorithm must be one of {sorted(ALGORITHMS)}, got {spec.algorithm!r}")
+    if "gamma" not in spec.hyper:
+        raise ValueError(f"RunSpec.hyper needs 'gamma' (the step size), got {dict(spec.hyper)}")
+    _check_keys(f"hyper ({spec.algorithm})", spec.hyper,
+                _keywords(ALGORITHMS[spec.algorithm].module.step, frozenset(_STEP_RESERVED)))
+    for name in NUMERIC_HYPERPARAMETERS:
+        if name in spec.hyper:
+            _check_number(f"hyper[{name!r}]", spec.hyper[name])
+    _check_keys("noise", spec.noise, _keywords(StochasticOracle.__init__, frozenset({"self", "problem"})))
+    for name in NUMERIC_NOISE:
+        if name in spec.noise:
+            _check_number(f"noise[{name!r}]", spec.noise[name])
+    for name, low in (("T", 1), ("seed", 0)):
+        v = getattr(spec, name)
+        if not isinstance(v, Integral) or isinstance(v, bool) or v < low:
+            raise ValueError(f"RunSpec.{name} must be an integer >= {low}, got {v!r}")
 
 
 def group_runs(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
