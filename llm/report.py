@@ -27,6 +27,8 @@ def run_label(config: dict[str, Any]) -> str:
         parts.append(f"k={opt.get('coords_per_step', 8)}")
     if opt.get("reset_momentum"):
         parts.append("reset-momentum")
+    if config.get("loss", "nll") != "nll":
+        parts.append(f"{config['loss']}-loss")
     if config.get("lr_schedule", "constant") != "constant":
         parts.append(config["lr_schedule"])
     return " ".join(parts)

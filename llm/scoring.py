@@ -276,31 +276,52 @@ def accuracy(model, tok, examples: Sequence[ExampleLike], batch_size: int | None
     return evaluate(model, tok, examples, batch_size)["accuracy"]
 
 
+LOSSES = ("nll", "classification")
+
+
 def loss_closure(
-    model, tok, examples: Sequence[ExampleLike], *, grad: bool = False, batch_size: int | None = None
+    model, tok, examples: Sequence[ExampleLike], *, grad: bool = False, batch_size: int | None = None,
+    loss: str = "nll",
 ) -> Callable[[], torch.Tensor]:
     """A zero-argument closure returning :func:`candidate_loss` on ``examples``.
 
     The examples are tokenised and padded once; every call runs the model on the
     model's *current* parameters (what the optimizer shells need: 2..2k calls per step).
+    ``loss="nll"``: minus the mean log-probability of the correct candidate's tokens
+    (the label tokens only). ``loss="classification"``: MeZO's
+    ``train_as_classification``: cross-entropy of the label over the candidates'
+    length-normalised scores (the quantity the prediction is made from); every
+    candidate is scored, single-token candidates of one example share a forward row.
     """
     examples = list(examples)
     if not examples:
         raise ValueError("examples must not be empty")
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
     masked = is_masked_lm(model)
-    enc = encode(tok, examples, masked=masked, labels_only=True)
+    enc = encode(tok, examples, masked=masked, labels_only=(loss == "nll"))
     chunks = _prepare(tok, enc, batch_size, _model_device(model))
+    if loss == "classification":
+        width = max(len(ex.candidates) for ex in examples)
+        ei = torch.tensor([p[0] for p in enc.pairs])
+        ci = torch.tensor([p[1] for p in enc.pairs])
+        labels = torch.tensor([ex.label for ex in examples])
 
     def closure() -> torch.Tensor:
         with torch.set_grad_enabled(grad):
             means = _segment_means(enc, _target_logprobs(model, chunks, len(enc.row_of), masked))
-            return -means.mean()
+            if loss == "nll":
+                return -means.mean()
+            table = torch.full((len(examples), width), float("-inf"), dtype=means.dtype, device=means.device)
+            table = table.index_put((ei.to(means.device), ci.to(means.device)), means)
+            return torch.nn.functional.cross_entropy(table, labels.to(means.device))
 
     return closure
 
 
 def candidate_loss(
-    model, tok, examples: Sequence[ExampleLike], *, grad: bool = False, batch_size: int | None = None
+    model, tok, examples: Sequence[ExampleLike], *, grad: bool = False, batch_size: int | None = None,
+    loss: str = "nll",
 ) -> torch.Tensor:
     """Mean over examples of minus the mean log-probability of the correct candidate's tokens.
 
@@ -308,4 +329,4 @@ def candidate_loss(
     ``grad=True`` (first-order references). Only the label candidates are run
     (``batch_size`` rows per forward pass; ``None``: all in one).
     """
-    return loss_closure(model, tok, examples, grad=grad, batch_size=batch_size)()
+    return loss_closure(model, tok, examples, grad=grad, batch_size=batch_size, loss=loss)()

@@ -174,6 +174,7 @@ class TrainConfig:
     skip_nonfinite: bool = False
     lr_schedule: str = "constant"
     lr_power: float = 0.75
+    loss: str = "nll"
     optim: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
 
@@ -217,6 +218,10 @@ class TrainConfig:
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
             raise bad("device", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+        from .scoring import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainConfig.loss must be one of {list(LOSSES)}, got {self.loss!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainConfig.lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if not isinstance(self.optim, dict):
@@ -563,7 +568,7 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
         _write_json(out / "result.json", result)
 
     def closure_for(batch):
-        return loss_closure(model, tok, batch, grad=not config.zero_order)
+        return loss_closure(model, tok, batch, grad=not config.zero_order, loss=config.loss)
 
     last_ckpt = start if saved is not None else None
     bar = tqdm(total=config.steps, initial=start, disable=not config.progress, desc=config.method, leave=False)
@@ -678,6 +683,9 @@ def add_cli(subparsers) -> Any:
     p.add_argument("--skip-nonfinite", action="store_true")
     p.add_argument("--lr-schedule", default="constant", choices=list(LR_SCHEDULES))
     p.add_argument("--lr-power", type=float, default=0.75)
+    p.add_argument("--loss", default="nll", choices=["nll", "classification"],
+                   help="nll: minus the label tokens' log-likelihood; classification: MeZO's "
+                        "train_as_classification (cross-entropy over the candidates' scores)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="method hyperparameter, e.g. --opt coords_per_step=8 --opt mode=block (repeatable)")
     p.add_argument("--no-progress", action="store_true")
@@ -702,7 +710,7 @@ def config_from_args(args) -> TrainConfig:
         lora_r=args.lora_r, lora_alpha=args.lora_alpha,
         lora_targets=tuple(args.lora_targets) if args.lora_targets else None, dtype=args.dtype,
         device=args.device, checkpoint_every=args.checkpoint_every, resume=args.resume,
-        skip_nonfinite=args.skip_nonfinite, lr_schedule=args.lr_schedule, lr_power=args.lr_power, optim=optim,
+        skip_nonfinite=args.skip_nonfinite, lr_schedule=args.lr_schedule, lr_power=args.lr_power, loss=args.loss, optim=optim,
         progress=not args.no_progress,
     )
 

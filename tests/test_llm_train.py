@@ -379,3 +379,20 @@ def test_finetune_report_summarises_saved_runs(tmp_path):
     assert "| toy | zo_sgd |" in (tmp_path / "fig" / "llm_report.md").read_text()
     with pytest.raises(FileNotFoundError, match="no finished fine-tuning runs"):
         report.make_report(tmp_path / "nothing", tmp_path / "fig2")
+
+
+def test_classification_loss_is_cross_entropy_over_candidate_scores():
+    from zotheory.llm.models import load_model
+    from zotheory.llm.scoring import loss_closure, score
+
+    model, tok = load_model("tiny-llama", dtype=torch.float32, device="cpu", seed=0)
+    examples = ToyTask().split("train")[:6]
+    s = score(model, tok, examples)
+    labels = torch.tensor([ex.label for ex in examples])
+    want = torch.nn.functional.cross_entropy(s, labels)
+    got = loss_closure(model, tok, examples, loss="classification")()
+    assert torch.allclose(got, want, atol=1e-6)
+    nll = loss_closure(model, tok, examples, loss="nll")()
+    assert torch.allclose(nll, -s[torch.arange(6), labels].mean(), atol=1e-6)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        loss_closure(model, tok, examples, loss="hinge")
