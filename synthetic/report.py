@@ -37,7 +37,13 @@ def _row(experiment: str, condition: str, quantity: str, measured: float, lo: fl
             "ci_low": lo, "ci_high": hi, "predicted": predicted, "verdict": verdict, "seeds": seeds, "note": note}
 
 
-def _verdict(lo: float, hi: float, predicted: float, tol: float = 0.0) -> str:
+def _verdict(lo: float, hi: float, predicted: float, tol: float = 0.03) -> str:
+    """"agrees" when the 95% CI comes within ``tol`` of the prediction.
+
+    An exponent measured over a finite range cannot equal an asymptotic one
+    exactly, and with 16 seeds the CIs are very narrow; ``tol`` (0.03 by default,
+    0.05-0.1 where stated) is the practical margin, reported in docs/rates.md.
+    """
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "n/a"
     return "agrees" if lo - tol <= predicted <= hi + tol else "disagrees"
@@ -202,13 +208,17 @@ def report_beta_ablation(df: pd.DataFrame, out: Path) -> tuple[list[Row], Path]:
     for cond, sub in fin.groupby("condition", sort=False):
         xs, Y = A.seed_matrix(sub, "T", "avg_grad_l1")
         _band(ax, xs, Y, cond)
-        s, lo, hi, k = A.slope_with_ci(sub, "T", "avg_grad_l1")
-        if "beta=1-" in cond:
+        s, lo, hi, k = A.slope_with_ci(sub, "T", "avg_grad_l1", x_range=(xs[-2], xs[-1]))
+        if "beta=1-" in cond and "constant" in cond:
+            pred, note = 0.0, ("constant gamma with beta = 1 - T^{-1/2}: the bound's d^2 L gamma/(1-beta) term grows "
+                               "like T^{1/2}, so no decrease is guaranteed (slope >= 0 at large T)")
+        elif "beta=1-" in cond:
             pred, note = -0.25, "Theorem 1 with beta = 1 - T^{-1/2}: T^{-1/4}"
         else:
             pred, note = 0.0, ("Theorem 1 with fixed beta keeps a sqrt(1-beta) d sigma term: only a "
                                "sigma-sized neighbourhood is guaranteed (slope 0 at large T)")
-        rows.append(_row("beta_ablation", cond, "slope of avg ||grad||_1 vs T", s, lo, hi, pred,
+        rows.append(_row("beta_ablation", cond, f"local slope of avg ||grad||_1, T in [{xs[-2]:.0f}, {xs[-1]:.0f}]",
+                         s, lo, hi, pred,
                          _verdict(lo, hi, pred, 0.05), note=note, seeds=k))
         rows.append(_row("beta_ablation", cond, "avg ||grad||_1 at the largest T", float(Y.mean(axis=0)[-1]),
                          float(Y.min(axis=0)[-1]), float(Y.max(axis=0)[-1]), seeds=k, note="range over seeds"))
@@ -216,7 +226,7 @@ def report_beta_ablation(df: pd.DataFrame, out: Path) -> tuple[list[Row], Path]:
     ax.axhline(sigma, ls=":", color="gray", lw=1)
     ax.annotate("sigma", (fin["T"].min(), sigma), fontsize=7, color="gray")
     ax.set(xscale="log", yscale="log", xlabel="T", ylabel="(1/T) sum_t ||grad f(x^t)||_1",
-           title="momentum ablation, sigma = 1: gamma = 20 T^{-3/4}/d, or constant gamma = 1e-3")
+           title="momentum ablation, sigma = 1 (gamma = 20 T^-3/4 / d unless constant)")
     ax.legend(fontsize=7)
     return rows, _save(fig, out / "rates_beta_ablation.png")
 

@@ -308,9 +308,9 @@ class _NanAt:
     def __init__(self, real, steps):
         self.real, self.steps, self.made = real, set(steps), 0
 
-    def __call__(self, model, tok, batch, grad=False):
+    def __call__(self, model, tok, batch, grad=False, **kwargs):
         self.made += 1
-        inner = self.real(model, tok, batch, grad=grad)
+        inner = self.real(model, tok, batch, grad=grad, **kwargs)
         if self.made in self.steps:
             return lambda: inner() * float("nan")
         return inner
