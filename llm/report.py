@@ -27,8 +27,7 @@ def run_label(config: dict[str, Any]) -> str:
         parts.append(f"k={opt.get('coords_per_step', 8)}")
     if opt.get("reset_momentum"):
         parts.append("reset-momentum")
-    if config.get("loss", "nll") != "nll":
-        parts.append(f"{config['loss']}-loss")
+    parts.append(f"{config.get('loss', 'nll')}-loss")
     if config.get("lr_schedule", "constant") != "constant":
         parts.append(config["lr_schedule"])
     return " ".join(parts)
@@ -104,7 +103,7 @@ def plot(evals: pd.DataFrame, out: Path) -> list[Path]:
             line, = ax.plot(curve["forward_passes"], curve["mean"], marker="o", ms=3,
                             label=f"{label} ({g['seed'].nunique()} seeds)")
             ax.fill_between(curve["forward_passes"], curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
-        ax.set(xlabel="forward passes (a backward pass counted as 2)", ylabel="dev accuracy",
+        ax.set(xlabel="forward passes (first-order methods: one forward + one backward per step)", ylabel="dev accuracy",
                title=f"{task}: dev accuracy against forward passes (band: min-max over seeds)")
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -376,7 +376,7 @@ def test_finetune_report_summarises_saved_runs(tmp_path):
     assert row["seeds"] == 2 and row["forward_passes"] == 12
     assert row["test_mean"] == pytest.approx(runs["test_at_best"].mean())
     assert (tmp_path / "fig" / "llm_toy.png").exists()
-    assert "| toy | zo_sgd |" in (tmp_path / "fig" / "llm_report.md").read_text()
+    assert "| toy | zo_sgd nll-loss |" in (tmp_path / "fig" / "llm_report.md").read_text()
     with pytest.raises(FileNotFoundError, match="no finished fine-tuning runs"):
         report.make_report(tmp_path / "nothing", tmp_path / "fig2")
 
