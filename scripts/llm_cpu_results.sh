@@ -15,6 +15,7 @@ mkdir -p "$OUT"
 COMMON="--model smollm2-135m --lora --dtype bfloat16 --batch-size 16 --loss classification --no-progress"
 SENT="--task sentiment --eval-every 50 --eval-examples 200 --test-examples 500"
 COPA="--task copa --eval-every 25"
+WINO="--task winogrande --eval-every 25"
 
 runs() {
   # name | arguments (step sizes are starting points from the literature and ASSETS.md, not tuned here)
@@ -27,6 +28,8 @@ runs() {
     echo "copa-zo_sgd-s$s|$COPA --method zo_sgd --lr 1e-3 --tau 1e-2 --steps 100 --seed $s"
     echo "copa-jaguar_signsgd-block-s$s|$COPA --method jaguar_signsgd --opt mode=block --lr 1e-4 --tau 1e-2 --steps 100 --seed $s"
     echo "copa-adam-s$s|$COPA --method adam --lr 1e-3 --steps 25 --seed $s"
+    echo "wino-zo_sgd-s$s|$WINO --method zo_sgd --lr 1e-3 --tau 1e-2 --steps 100 --seed $s"
+    echo "wino-adam-s$s|$WINO --method adam --lr 1e-3 --steps 25 --seed $s"
     if [ "$s" = 0 ]; then
       # Algorithm 1 as written (k = 8 coordinates per step, 16 forward passes) at the ZO-SGD forward budget
       echo "sent-jaguar_signsgd-k8-s0|$SENT --method jaguar_signsgd --opt coords_per_step=8 --lr 1e-4 --tau 1e-2 --steps 38 --seed 0"
