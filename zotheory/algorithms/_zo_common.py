@@ -17,6 +17,8 @@ from typing import Sequence
 
 import torch
 
+from .._checks import check_positive
+
 # Seeds are drawn in [0, SEED_HIGH): non-negative int64 values accepted by
 # ``torch.Generator.manual_seed``.
 SEED_HIGH = 2**62
@@ -153,6 +155,18 @@ def check_state_matches(x: torch.Tensor, param: ParamSpec, state_batch_dims: int
             f"state does not match x: state is for {param} with batch_dims={state_batch_dims}, "
             f"x has shape {tuple(x.shape)}, dtype {x.dtype}, batch_dims={batch_dims}"
         )
+
+
+def check_direction_step(
+    x: torch.Tensor, state, gamma, tau, batch_dims: int
+) -> None:
+    """The checks every direction-estimate kernel's ``step`` starts with: ``x``'s batch
+    dims, the state's parameter spec, ``gamma > 0`` and (unless ``None``) ``tau > 0``."""
+    check_batch_dims(x, batch_dims)
+    check_state_matches(x, state.param, state.batch_dims, batch_dims)
+    check_positive("gamma", gamma)
+    if tau is not None:
+        check_positive("tau", tau)
 
 
 def direction_draw(

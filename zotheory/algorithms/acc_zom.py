@@ -53,13 +53,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_in_range, check_positive
+from .._checks import check_in_range
 from ..estimates import DirectionEstimate
 from ._zo_common import (
     ParamSpec,
     batch_shape,
     check_batch_dims,
-    check_state_matches,
+    check_direction_step,
     dense_direction,
     direction_draw,
     move,
@@ -146,10 +146,7 @@ def step(
     """One Acc-ZOM iteration (4 oracle calls; 2 at the first step); ``x`` moved in place."""
     from .. import estimators
 
-    check_batch_dims(x, batch_dims)
-    check_state_matches(x, state.param, state.batch_dims, batch_dims)
-    check_positive("gamma", gamma)
-    check_positive("tau", tau)
+    check_direction_step(x, state, gamma, tau, batch_dims)
     check_in_range("alpha", alpha, 0.0, 1.0, low_closed=False, high_closed=True)
     seed = direction_draw(generator, seed, z)
     closure = lambda: oracle.value(x)

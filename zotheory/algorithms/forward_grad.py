@@ -35,13 +35,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_positive
 from ..estimates import DirectionEstimate
 from ._zo_common import (
     ParamSpec,
     check_batch_dims,
+    check_direction_step,
     check_finite_values,
-    check_state_matches,
     dense_direction,
     direction_draw,
     move,
@@ -85,9 +84,7 @@ def step(
     """One Forward-Grad iteration (one jvp of ``oracle.value``); ``x`` moved in place."""
     from .. import estimators
 
-    check_batch_dims(x, batch_dims)
-    check_state_matches(x, state.param, state.batch_dims, batch_dims)
-    check_positive("gamma", gamma)
+    check_direction_step(x, state, gamma, None, batch_dims)
     seed = direction_draw(generator, seed, z)
     est = estimators.forward_grad(oracle.value, x, seed=seed, z=z, batch_dims=batch_dims)
     check_finite_values("forward gradient <grad f(x), z>", est.scale)

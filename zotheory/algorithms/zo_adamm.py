@@ -61,7 +61,7 @@ from ._zo_common import (
     ParamSpec,
     batch_shape,
     check_batch_dims,
-    check_state_matches,
+    check_direction_step,
     dense_direction,
     direction_draw,
     move,
@@ -142,10 +142,7 @@ def step(
     """One ZO-AdaMM iteration (2 oracle calls); ``x`` moved in place."""
     from .. import estimators
 
-    check_batch_dims(x, batch_dims)
-    check_state_matches(x, state.param, state.batch_dims, batch_dims)
-    check_positive("gamma", gamma)
-    check_positive("tau", tau)
+    check_direction_step(x, state, gamma, tau, batch_dims)
     check_in_range("beta1", beta1, 0.0, 1.0, low_closed=True, high_closed=False)
     check_in_range("beta2", beta2, 0.0, 1.0, low_closed=True, high_closed=False)
     check_positive("eps", eps)

@@ -45,12 +45,11 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_positive
 from ..estimates import DirectionEstimate
 from ._zo_common import (
     ParamSpec,
     check_batch_dims,
-    check_state_matches,
+    check_direction_step,
     dense_direction,
     direction_draw,
     move,
@@ -97,10 +96,7 @@ def step(
     """One ZO-SGD iteration on ``x`` (moved in place); 2 oracle calls."""
     from .. import estimators
 
-    check_batch_dims(x, batch_dims)
-    check_state_matches(x, state.param, state.batch_dims, batch_dims)
-    check_positive("gamma", gamma)
-    check_positive("tau", tau)
+    check_direction_step(x, state, gamma, tau, batch_dims)
     seed = direction_draw(generator, seed, z)
     estimate = estimators.gaussian_two_point(
         x, lambda: oracle.value(x), tau, seed=seed, z=z, batch_dims=batch_dims

@@ -51,14 +51,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import check_positive
 from ..estimates import DirectionEstimate
 from ._zo_common import (
     ParamSpec,
     batch_shape,
     check_batch_dims,
+    check_direction_step,
     check_finite_values,
-    check_state_matches,
     dense_direction,
     direction_draw,
     move,
@@ -127,10 +126,7 @@ def step(
     """One ZO-SGD-Cons iteration (5 oracle calls); ``x`` moved in place."""
     from .. import estimators
 
-    check_batch_dims(x, batch_dims)
-    check_state_matches(x, state.param, state.batch_dims, batch_dims)
-    check_positive("gamma", gamma)
-    check_positive("tau", tau)
+    check_direction_step(x, state, gamma, tau, batch_dims)
     seed = direction_draw(generator, seed, z)
     closure = lambda: oracle.value(x)
     est = estimators.gaussian_two_point(x, closure, tau, seed=seed, z=z, batch_dims=batch_dims)

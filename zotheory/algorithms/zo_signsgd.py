@@ -43,12 +43,12 @@ from typing import Sequence
 
 import torch
 
-from .._checks import check_int_at_least, check_positive
+from .._checks import check_int_at_least
 from ..estimates import DirectionEstimate
 from ._zo_common import (
     ParamSpec,
     check_batch_dims,
-    check_state_matches,
+    check_direction_step,
     dense_direction,
     draw_seed,
     move,
@@ -109,10 +109,7 @@ def step(
     """
     from .. import estimators
 
-    check_batch_dims(x, batch_dims)
-    check_state_matches(x, state.param, state.batch_dims, batch_dims)
-    check_positive("gamma", gamma)
-    check_positive("tau", tau)
+    check_direction_step(x, state, gamma, tau, batch_dims)
     q = check_int_at_least("queries", queries, 1)
     if seed is not None and z is not None:
         raise ValueError("give at most one of seed and z")
