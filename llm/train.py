@@ -60,6 +60,12 @@ the optimizer's draws (coordinates / MeZO seeds), and the model (tiny models'
 weights, LoRA's ``A``). The model is in ``eval()`` mode for every method
 (dropout off): the two calls of a zero-order step see the same function.
 
+Data-parallel runs (``torchrun`` / ``zotheory finetune --nproc N``): ``train`` takes a
+``parallel`` context from :mod:`zotheory.llm.distributed` (made from torchrun's environment by
+default). Every rank runs this same loop and data order on its shard of each global batch; the
+closures return the union batch's loss (all-reduced), evaluation is sharded, and only rank 0
+writes files (``result.json`` gains ``parallel``: world size and the bytes sent).
+
 Learning-rate schedules (``lr_schedule``; ``t`` = step index from 1):
 ``"constant"`` (MeZO's protocol), ``"linear"`` ``lr * (1 - (t - 1) / steps)``,
 ``"power"`` ``lr * t^(-lr_power)`` (default power 0.75: the theorems'
@@ -461,15 +467,20 @@ EVAL_COLUMNS = ("run_id", "step", "split", "accuracy", "loss", "n", "forward_pas
 # --------------------------------------------------------------------------- the loop
 
 
-def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = None) -> Path:
+def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = None, parallel: Any = None) -> Path:
     """Run (or resume) the fine-tuning described by ``config``; returns ``out_dir``.
 
     ``task``: an object with ``split(name) -> list[Example]`` used instead of
     ``get_task(config.task, seed=config.seed)``. ``stop_after``: stop after this
     step with a checkpoint (``result.json`` then has ``status = "stopped"``).
+    ``parallel``: a data-parallel context (:mod:`zotheory.llm.distributed`); by default one is
+    made under torchrun (``WORLD_SIZE`` set) and none otherwise (the plain single-process loop).
+    With one, every rank takes its shard of each step's batch, losses (and first-order
+    gradients) are all-reduced, evaluation is sharded, and only rank 0 writes files.
     """
     from tqdm.auto import tqdm
 
+    from . import distributed
     from .models import apply_lora, load_model, named_trainable_parameters, resolve_device
     from .scoring import evaluate, loss_closure
 
@@ -477,6 +488,11 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     if stop_after is not None and (not _is_int(stop_after) or stop_after < 1):
         raise ValueError(f"stop_after must be None or an integer >= 1, got {stop_after!r}")
+    if parallel is None:
+        parallel = distributed.from_env(config.device)
+    if parallel is not None:
+        parallel.check_config(config)
+    main = parallel is None or parallel.is_main  # only rank 0 writes files
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
@@ -486,10 +502,13 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
             raise ValueError(f"{out} already holds a run ({CHECKPOINT}); pass resume=True or another out_dir")
         saved = _load_checkpoint(ckpt_path)
         _check_resumable(config, TrainConfig.from_dict(saved["config"]))
-    _remove_stale_temporaries(out)
+    if main:
+        _remove_stale_temporaries(out)
+    if parallel is not None:
+        parallel.barrier()  # every rank has read the checkpoint before rank 0 may write one
 
     run_id = config.run_id()
-    device = resolve_device(config.device)
+    device = parallel.device_for(config.device) if parallel is not None else resolve_device(config.device)
 
     # ---- data, model, optimizer
     task = task if task is not None else _load_task(config)
@@ -514,6 +533,8 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
     optimizer = make_optimizer(config.method, [p for _, p in named], lr=config.resolved_lr,
                                seed=_stream_seed(config.seed, "optimizer"), **hyper)
     data = DataOrder(len(train_set), _stream_seed(config.seed, "data"))
+    if parallel is not None:
+        parallel.bind([p for _, p in named], config.zero_order)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -521,7 +542,8 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
                 "seed": config.seed}
 
     def eval_row(step: int, split: str, examples, wall: float) -> dict[str, Any]:
-        r = evaluate(model, tok, examples, config.eval_batch_size)
+        r = (parallel.evaluate(model, tok, examples, config.eval_batch_size) if parallel is not None
+             else evaluate(model, tok, examples, config.eval_batch_size))
         return {"run_id": run_id, "step": step, "split": split, "accuracy": r["accuracy"], "loss": r["loss"],
                 "n": r["n"], "forward_passes": optimizer.oracle_calls, "wall_time": wall}
 
@@ -540,9 +562,15 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
         log_rows, eval_rows = list(saved["log"]), list(saved["evals"])
         zero_shot, best = dict(saved["zero_shot"]), dict(saved["best"])
         start, wall, skipped = int(saved["step"]), float(saved["wall_time"]), list(saved["skipped"])
+    if parallel is not None:
+        parallel.check_replicas(named, start)
     t_start = time.perf_counter()
 
     def checkpoint(step: int) -> None:
+        if parallel is not None:
+            parallel.check_replicas(named, step)
+        if not main:
+            return
         state = {
             "format": 1, "config": config.to_dict(), "step": step, "trainable": _snapshot(named),
             "optimizer": optimizer.state_dict(), "data": data.state_dict(), "rng": _rng_state(),
@@ -552,6 +580,8 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
         atomic_write(ckpt_path, lambda p: torch.save(state, p))
 
     def write_outputs(status: str, step: int, test_at_best: float | None, error: str | None = None) -> None:
+        if not main:
+            return
         _write_parquet(out / "log.parquet", log_rows, LOG_COLUMNS)
         _write_parquet(out / "evals.parquet", eval_rows, EVAL_COLUMNS)
         result = {
@@ -564,14 +594,19 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
             "peak_memory_kind": "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_ru_maxrss",
             "device": str(device), "dtype": config.dtype, "skipped_steps": skipped,
             "trainable_parameters": sum(p.numel() for _, p in named), "versions": _versions(),
+            "parallel": parallel.summary() if parallel is not None else {"world_size": 1},
         }
         _write_json(out / "result.json", result)
 
     def closure_for(batch):
+        if parallel is not None:  # this rank's shard; returns the union batch's mean loss
+            return parallel.closure(
+                lambda shard: loss_closure(model, tok, shard, grad=not config.zero_order, loss=config.loss), batch)
         return loss_closure(model, tok, batch, grad=not config.zero_order, loss=config.loss)
 
     last_ckpt = start if saved is not None else None
-    bar = tqdm(total=config.steps, initial=start, disable=not config.progress, desc=config.method, leave=False)
+    bar = tqdm(total=config.steps, initial=start, disable=not (config.progress and main), desc=config.method,
+               leave=False)
     try:
         for t in range(start + 1, config.steps + 1):
             lr_t = scheduled_lr(config, t)
@@ -689,7 +724,11 @@ def add_cli(subparsers) -> Any:
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="method hyperparameter, e.g. --opt coords_per_step=8 --opt mode=block (repeatable)")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_finetune)
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="data-parallel over N local processes: launches `torchrun --standalone "
+                        "--nproc-per-node N -m zotheory finetune ...` (gloo on CPU, nccl on GPUs); "
+                        "each rank evaluates its shard of every batch, ZO steps exchange loss scalars only")
+    p.set_defaults(func=cmd_finetune, finetune_parser=p)
     return p
 
 
@@ -716,20 +755,47 @@ def config_from_args(args) -> TrainConfig:
 
 
 def cmd_finetune(args) -> int:
-    """Handler of ``zotheory finetune``: 0 on success, 2 on a configuration error, 1 on a non-finite loss."""
+    """Handler of ``zotheory finetune``: 0 on success, 2 on a configuration error, 1 on a non-finite loss.
+
+    ``--nproc N`` (N > 1) re-runs the same command under ``torchrun`` (see
+    :mod:`zotheory.llm.distributed`) and returns its exit status; under torchrun every rank
+    runs this handler and only rank 0 prints the summary.
+    """
+    from . import distributed
+
     try:
         config = config_from_args(args)
+        nproc = getattr(args, "nproc", None)
+        if nproc is not None:
+            if not _is_int(nproc) or nproc < 1:
+                raise ValueError(f"--nproc must be an integer >= 1, got {nproc!r}")
+            if nproc > config.batch_size:
+                raise ValueError(f"--batch-size ({config.batch_size}) must be >= --nproc ({nproc}): every "
+                                 f"process evaluates its own non-empty shard of the batch")
+        parallel = distributed.from_env(config.device)
     except ValueError as err:
         print(f"finetune: {err}", file=sys.stderr)
         return 2
+    if nproc is not None and nproc > 1:
+        if parallel is not None:
+            print("finetune: --nproc launches torchrun itself; this process already runs under torchrun",
+                  file=sys.stderr)
+            return 2
+        argv = ["finetune", *distributed.argv_from_namespace(args.finetune_parser, args, skip=("nproc",))]
+        return distributed.launch(argv, nproc)
+    who = "finetune" if parallel is None or parallel.is_main else f"finetune (rank {parallel.rank})"
     try:
-        out = train(config)
+        out = train(config, parallel=parallel)
     except NonFiniteLossError as err:
-        print(f"finetune: {err}", file=sys.stderr)
+        print(f"{who}: {err}", file=sys.stderr)
         return 1
     except ValueError as err:
-        print(f"finetune: {err}", file=sys.stderr)
+        print(f"{who}: {err}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown(parallel)
+    if parallel is not None and not parallel.is_main:
+        return 0
     result = json.loads((out / "result.json").read_text())
     zs, best = result["zero_shot"], result["best"]
     print(f"{config.method} on {config.task} ({config.model}, {'LoRA' if config.lora else 'FT'}): "
