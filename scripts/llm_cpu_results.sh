@@ -5,6 +5,7 @@
 # on one thread (another copy of the script may be started later: it skips runs in progress).
 #   bash scripts/llm_cpu_results.sh            # all runs, 2 lanes
 #   LANES=1 bash scripts/llm_cpu_results.sh
+#   ONLY='^sent-adam' bash scripts/llm_cpu_results.sh   # only runs whose name matches (grep -E)
 # then: .venv/bin/zotheory finetune-report --results results/finetune --figures figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,4 +57,4 @@ run_one() {
 export -f run_one
 export OUT COMMON
 
-runs | xargs -d '\n' -P "$LANES" -I{} bash -c 'run_one "$@"' _ {}
+runs | grep -E -- "^(${ONLY:-.*})[^|]*[|]" | xargs -d '\n' -P "$LANES" -I{} bash -c 'run_one "$@"' _ {}
