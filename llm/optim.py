@@ -31,10 +31,23 @@ adam               ``p.grad`` (1 forward + backward)     ``adam``               
 counters. JAGUAR's momentum is dense (one buffer the size of the trainable
 parameters); it is non-zero only at coordinates sampled so far, so a sparse
 representation (indices + values) would be exact and far smaller on a model:
-future work. Transient memory per step: the Gaussian methods with
-``restore="saved"`` keep one copy of the trainable parameters during the
-estimate (see below) and materialise ``z`` one tensor at a time; JAGUAR saves
-only the perturbed entries; the moves materialise one tensor's direction at a time.
+future work for the *state*; the *time* of the sign move is already proportional
+to the non-zero entries (exact sparse execution, see ``_JaguarBase``). Transient
+memory per step: the Gaussian methods with ``restore="saved"`` keep one copy of
+the trainable parameters during the estimate (see below); ``z`` is regenerated
+in pieces of 2^20 entries for large CPU tensors
+(:func:`zotheory.directions.iter_direction_chunks`, bitwise the whole draw), and
+the elementwise rules (ZO-SGD, ZO-SignSGD, ZO-AdaMM) also run their update piece
+by piece, so their float32 temporaries are one piece, not the largest tensor
+(ZO-Muon orthogonalizes whole matrices: one matrix's worth); JAGUAR saves only
+the perturbed entries; its dense moves (block mode, Muon) materialise one
+tensor's direction at a time.
+
+Speed (measured by ``zotheory.benchmarks.llm_step``; every fast path is bitwise the
+plain one, ``tests/test_bench_llm.py``): the estimators perturb in place on the
+regenerated ``z`` (no temporaries), the JAGUAR coordinate split is one stable sort
+(not a mask per tensor), and ``lr * D`` is formed in ``D``'s storage when ``D`` is a
+temporary.
 
 JAGUAR SignSGD in its pseudocode form (Algorithm 1)
 ---------------------------------------------------
@@ -144,8 +157,8 @@ from zotheory.algorithms import (
     zo_signsgd,
 )
 from zotheory.algorithms._zo_common import ParamSpec, draw_seed, move
-from zotheory.directions import iter_directions
-from zotheory.estimates import CoordinateEstimate, DirectionEstimate, split_coordinates
+from zotheory.directions import iter_direction_chunks, iter_directions
+from zotheory.estimates import COORDINATE_MODES, CoordinateEstimate, DirectionEstimate, split_coordinates
 from zotheory.estimators import NonFiniteOracleError
 from zotheory.orthogonalize import METHODS as ORTHOGONALIZATIONS
 from zotheory.orthogonalize import as_matrix
@@ -186,6 +199,72 @@ def _state_fields(state: Any) -> dict[str, Any]:
         for f in dataclasses.fields(state)
         if not isinstance(getattr(state, f.name), ParamSpec)
     }
+
+
+def _storage_ptr(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _move_owned(x: torch.Tensor, lr: Any, direction: torch.Tensor, state: Any) -> None:
+    """``move(x, lr, direction, 0)``, forming ``lr * D`` in ``D``'s own storage when ``D`` is a
+    temporary (shares no storage with ``x`` or the kernel state) and ``lr`` a number.
+
+    ``move`` computes ``x.sub_((lr * D).to(x.dtype))``; the in-place product gives the same
+    bits without allocating a second tensor the size of ``D``.
+    """
+    owned = (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool)
+        and direction.is_floating_point() and direction.shape == x.shape and not direction.requires_grad
+    )
+    if owned:
+        ptr = _storage_ptr(direction)
+        if ptr == _storage_ptr(x):
+            owned = False
+        else:
+            for value in _state_fields(state).values():
+                if isinstance(value, torch.Tensor) and _storage_ptr(value) == ptr:
+                    owned = False
+                    break
+    if not owned:
+        move(x, lr, direction, 0)
+        return
+    with torch.no_grad():
+        x.sub_(direction.mul_(float(lr)).to(x.dtype))
+
+
+def _split_by_tensor(estimate: CoordinateEstimate, numels: Sequence[int]) -> list[CoordinateEstimate | None]:
+    """:func:`zotheory.estimates.split_coordinates`'s result, by one stable sort.
+
+    ``split_coordinates`` builds a mask per tensor (time ``O(tensors x indices)``: seconds
+    for a block estimate over a model's 1e2..1e3 tensors); this sorts the indices by owner
+    once (stable, so each tensor's indices keep their input order) and slices. Same
+    indices, values and order; indices outside ``[0, sum(numels))`` fall back to it.
+    """
+    idx = estimate.indices
+    total = sum(int(n) for n in numels)
+    if idx.ndim != 1 or idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= total:
+        return split_coordinates(estimate, numels)
+    offsets = [0]
+    for n in numels:
+        offsets.append(offsets[-1] + int(n))
+    ends = torch.tensor(offsets[1:], dtype=idx.dtype, device=idx.device)
+    owner = torch.searchsorted(ends, idx, right=True)
+    out: list[CoordinateEstimate | None] = [None] * len(numels)
+    if idx.numel() == 1:
+        t = int(owner[0])
+        out[t] = CoordinateEstimate(indices=idx - offsets[t], values=estimate.values.clone(), mode=estimate.mode,
+                                    oracle_calls=estimate.oracle_calls)
+        return out
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner, minlength=len(numels)).tolist()
+    sorted_idx, sorted_val = idx[order], estimate.values[order]
+    lo = 0
+    for t, n in enumerate(counts):
+        if n:
+            out[t] = CoordinateEstimate(indices=sorted_idx[lo : lo + n] - offsets[t], values=sorted_val[lo : lo + n],
+                                        mode=estimate.mode, oracle_calls=estimate.oracle_calls)
+            lo += n
+    return out
 
 
 class ShellOptimizer(torch.optim.Optimizer):
@@ -349,14 +428,45 @@ def _empty_coordinates(mode: str, device: torch.device) -> CoordinateEstimate:
 
 
 class _JaguarBase(ZeroOrderOptimizer):
-    """Coordinate estimates over the concatenation; per-tensor momentum; skip never-touched tensors."""
+    """Coordinate estimates over the concatenation; per-tensor momentum; skip never-touched tensors.
+
+    Sparse execution of the sign move (exact): for a tensor on the sign rule (every
+    tensor of JAGUAR SignSGD, the non-matrix ones of JAGUAR Muon with
+    ``non_matrix="sign"``) the shell keeps the *support*, the sorted flat indices where
+    the momentum may be non-zero (the union of the indices written so far). While it
+    holds at most ``1 / SPARSE_FRACTION`` of the tensor, the step writes the momentum
+    with the kernel's ``jaguar_signsgd.write_momentum`` and moves only the support by
+    ``-lr * sign(m)``: off the support ``m = +0``, ``sign(m) = +0`` and the dense move
+    ``x - lr * 0`` leaves ``x`` bitwise unchanged, so the result is the dense update's,
+    bit for bit, in time proportional to the support rather than to the tensor. A
+    larger support (e.g. ``mode="block"`` after a few steps) switches the tensor to
+    the dense path (``jaguar_signsgd.update`` and ``move``).
+    """
+
+    SPARSE_FRACTION = 16
 
     def __init__(self, params, defaults, seed):
         super().__init__(params, defaults, seed)
         self._touched = [False] * len(self._states)  # momentum known to be all zero while False
+        # per tensor: sorted flat indices that may hold non-zero momentum; None = dense
+        self._support: list[torch.Tensor | None] = [
+            torch.empty(0, dtype=torch.long, device=p.device) for p in self.params
+        ]
 
     def _after_load(self) -> None:
-        self._touched = [bool(s.momentum.ne(0).any()) for s in self._states]
+        # count_nonzero / nonzero read the buffer directly: a boolean mask per tensor, freed
+        # between small long-lived results, fragments the heap (measured: +0.7 GiB of RSS kept
+        # after a load on a 1.3B-parameter model).
+        self._touched, self._support = [], []
+        for s in self._states:
+            m = s.momentum.reshape(-1)
+            count = int(torch.count_nonzero(m))
+            self._touched.append(count > 0)
+            self._support.append(torch.nonzero(m).reshape(-1) if count * self.SPARSE_FRACTION <= m.numel() else None)
+
+    def _sign_rule(self, view: torch.Tensor) -> bool:
+        """Whether this tensor moves by ``-lr * sign(m)`` (``jaguar_signsgd.update``)."""
+        return True
 
     def _draw_estimate(self, views, closure, mode, block_fraction=0.1):
         hp = self.hp
@@ -371,14 +481,44 @@ class _JaguarBase(ZeroOrderOptimizer):
     def _update_tensor(self, i: int, view: torch.Tensor, piece: CoordinateEstimate) -> torch.Tensor:
         raise NotImplementedError
 
+    def _sparse_sign_step(self, i: int, view: torch.Tensor, piece: CoordinateEstimate, lr: float) -> bool:
+        """The sign rule's update on the support only; False (nothing done) when not applicable."""
+        support = self._support[i]
+        state = self._states[i]
+        m = state.momentum
+        if (support is None or not self._sign_rule(view) or not view.is_contiguous() or not m.is_contiguous()
+                or not isinstance(lr, (int, float)) or isinstance(lr, bool)):
+            return False
+        if piece.indices.numel():
+            support = torch.cat([support, piece.indices.reshape(-1).to(support.device)]).unique()
+        if support.numel() * self.SPARSE_FRACTION > m.numel():
+            self._support[i] = None  # dense from now on (until a reset or a load)
+            return False
+        check_choice("estimate.mode", piece.mode, COORDINATE_MODES)
+        check_in_range("beta", self.hp["beta"], 0.0, 1.0, low_closed=True, high_closed=False)
+        if piece.indices.numel():
+            jaguar_signsgd.write_momentum(m, piece.indices, piece.values, self.hp["beta"], 0)
+        self._states[i] = dataclasses.replace(state, step=state.step + 1)
+        self._support[i] = support
+        if support.numel():
+            direction = torch.sign(m.view(-1)[support])  # jaguar_signsgd.update's sign(m), on the support
+            x = view.view(-1)
+            x[support] = x[support].sub_((float(lr) * direction).to(x.dtype))  # move(), on the support
+        return True
+
     def apply_estimate(self, estimate: CoordinateEstimate) -> None:
         views = self._views()
-        pieces = split_coordinates(estimate, [v.numel() for v in views])
+        pieces = _split_by_tensor(estimate, [v.numel() for v in views])
         lr = self.hp["lr"]
         reset = self.hp.get("reset_momentum", False)
         for i, (view, piece) in enumerate(zip(views, pieces)):
             if reset and self._touched[i]:
-                self._states[i].momentum.zero_()
+                support = self._support[i]
+                if support is None:
+                    self._states[i].momentum.zero_()
+                else:  # zero where it may be non-zero: the same all-zero buffer
+                    self._states[i].momentum.view(-1)[support] = 0
+                self._support[i] = torch.empty(0, dtype=torch.long, device=view.device)
                 self._touched[i] = False
             if piece is None and not self._touched[i]:
                 # m == 0 for this tensor: the update would return a zero direction and the
@@ -389,8 +529,10 @@ class _JaguarBase(ZeroOrderOptimizer):
                 piece = _empty_coordinates(estimate.mode, view.device)
             else:
                 self._touched[i] = True
+            if self._sparse_sign_step(i, view, piece, lr):
+                continue
             target, direction = self._update_tensor(i, view, piece)
-            move(target, lr, direction, 0)
+            _move_owned(target, lr, direction, self._states[i])
 
 
 class JaguarSignSGD(_JaguarBase):
@@ -496,6 +638,9 @@ class JaguarMuon(_JaguarBase):
             return "matrix"
         return "sign" if self._non_matrix == "sign" else "column"
 
+    def _sign_rule(self, view: torch.Tensor) -> bool:
+        return self._rule(view) == "sign"
+
     def _init_state(self, index, view):
         rule = self._rule(view)
         if rule == "sign":
@@ -542,8 +687,72 @@ class _GaussianBase(ZeroOrderOptimizer):
     def _update_tensor(self, i: int, view: torch.Tensor, pieces: list[DirectionEstimate]):
         raise NotImplementedError
 
+    # True for rules that act entry by entry (their update of a piece of a tensor is the
+    # piece of their update): such shells apply the estimate piece by piece (see below).
+    _elementwise = False
+
+    def _piece_state(self, state: Any, numel: int, lo: int, hi: int) -> Any | None:
+        """The kernel state restricted to entries ``lo:hi`` (views of its buffers), or None."""
+        updates: dict[str, Any] = {}
+        for f in dataclasses.fields(state):
+            value = getattr(state, f.name)
+            if isinstance(value, ParamSpec):
+                updates[f.name] = ParamSpec((hi - lo,), value.dtype, value.device)
+            elif isinstance(value, torch.Tensor):
+                if value.numel() != numel or not value.is_contiguous():
+                    return None
+                updates[f.name] = value.view(-1)[lo:hi]
+        return dataclasses.replace(state, **updates)
+
+    def _apply_in_pieces(self, views: list[torch.Tensor], estimate: list[DirectionEstimate]) -> bool:
+        """Elementwise rules on CPU Gaussian directions: update and move piece by piece.
+
+        ``z`` comes from :func:`zotheory.directions.iter_direction_chunks` (bitwise the
+        per-tensor draw) and the kernel's ``update`` runs on each piece with the state
+        restricted to it, so the float32 temporaries of a step (``z``, the direction, the
+        moments' new values) are one piece of 2^20 entries instead of the largest tensor
+        (an embedding: 100M+ entries on a 1B model). Same operations entry by entry, so the
+        same bits. Returns False (nothing done) where it does not apply.
+        """
+        if not self._elementwise or any(e.seed is None or e.batch_dims != 0 or e.distribution == "sphere"
+                                        for e in estimate):
+            return False
+        if not all(v.is_contiguous() for v in views):
+            return False
+        numels = [v.numel() for v in views]
+        pieces_ok = [self._piece_state(s, n, 0, n) is not None for s, n in zip(self._states, numels)]
+        if not all(pieces_ok):
+            return False
+        lr = self.hp["lr"]
+        streams = [iter_direction_chunks(views, e.seed, e.distribution) for e in estimate]
+        done = -1
+        for parts in zip(*streams):
+            i, lo, hi = parts[0][:3]
+            if any(part[:3] != (i, lo, hi) for part in parts):  # pragma: no cover - same params, same pieces
+                raise RuntimeError("direction pieces of the queries disagree")
+            state = self._states[i]
+            piece_state = self._piece_state(state, numels[i], lo, hi)
+            pieces = [
+                DirectionEstimate(scale=e.scale, distribution=e.distribution, z=part[3], oracle_calls=e.oracle_calls)
+                for e, part in zip(estimate, parts)
+            ]
+            x = views[i].view(-1)[lo:hi]
+            self._states[i] = piece_state
+            try:
+                target, direction = self._update_tensor(i, x, pieces)
+            finally:
+                self._states[i] = state
+            _move_owned(target, lr, direction, piece_state)
+            if hi == numels[i]:  # last piece of tensor i: one step of its kernel
+                self._states[i] = dataclasses.replace(state, step=state.step + 1)
+                done = i
+        assert done == len(views) - 1
+        return True
+
     def apply_estimate(self, estimate: list[DirectionEstimate]) -> None:
         views = self._views()
+        if self._apply_in_pieces(views, estimate):
+            return
         lr = self.hp["lr"]
         z_streams = [iter_directions(views, e.seed, e.distribution) for e in estimate]
         for i, (view, zs) in enumerate(zip(views, zip(*z_streams))):
@@ -552,13 +761,14 @@ class _GaussianBase(ZeroOrderOptimizer):
                 for e, z in zip(estimate, zs)
             ]
             target, direction = self._update_tensor(i, view, pieces)
-            move(target, lr, direction, 0)
+            _move_owned(target, lr, direction, self._states[i])
 
 
 class ZOSGD(_GaussianBase):
     """ZO-SGD / MeZO: ``x <- x - lr * g z``. ``lr``, ``tau`` (1e-3), ``restore`` ("saved"), ``seed``. No state."""
 
     method = "zo_sgd"
+    _elementwise = True
 
     def __init__(self, params, lr: float, *, tau: float = 1e-3, restore: str = "saved", seed: int = 0) -> None:
         self._check_common(lr, tau, restore)
@@ -576,6 +786,7 @@ class ZOSignSGD(_GaussianBase):
     """ZO-SignSGD: ``x <- x - lr * sign(mean_q g_j z_j)``. ``queries`` (q, default 1: 2 forward passes). No state."""
 
     method = "zo_signsgd"
+    _elementwise = True
 
     def __init__(self, params, lr: float, *, tau: float = 1e-3, queries: int = 1, restore: str = "saved",
                  seed: int = 0) -> None:
@@ -595,6 +806,7 @@ class ZOAdaMM(_GaussianBase):
     """ZO-AdaMM: AMSGrad moments on the Gaussian estimate. ``beta1`` 0.9, ``beta2`` 0.999, ``eps`` 1e-8. State 3d."""
 
     method = "zo_adamm"
+    _elementwise = True
 
     def __init__(self, params, lr: float, *, tau: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, restore: str = "saved", seed: int = 0) -> None:

@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     assets.add_cli(sub)
     llm_train.add_cli(sub)
     llm_report.add_cli(sub)
+
+    from .benchmarks import suite as bench_suite
+
+    bench_suite.add_cli(sub)
     return p
 
 
@@ -125,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, fn in EXPERIMENTS.items():
             print(f"{name:<24} {(fn.__doc__ or '').strip().splitlines()[0]}")
         return 0
-    if getattr(args, "only", None):
+    if args.command in ("rates", "plot") and getattr(args, "only", None):
         from .synthetic.experiments import EXPERIMENTS
 
         unknown = [n for n in args.only if n not in EXPERIMENTS]

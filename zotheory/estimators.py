@@ -76,6 +76,14 @@ drift by a few units in its last place per estimate (large in bf16/fp16, small
 but non-zero in fp32/fp64), and the realised perturbations differ from
 ``+-tau z`` by the same rounding.
 
+With ``seed=`` the regenerated ``z`` is a temporary, so both restore modes form
+``tau z`` in its storage and write the moved value straight into the parameter
+(no other temporary); unbatched Gaussian directions over contiguous parameters are
+regenerated in pieces (:func:`zotheory.directions.iter_direction_chunks`), so the
+float32 working memory of a move is one piece of ``2^20`` entries, not the largest
+tensor. The same elementwise operations on the same values: bitwise the per-tensor
+computation (``tests/test_bench_llm.py``).
+
 Other
 -----
 
@@ -109,7 +117,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_in_range, check_int_at_least, check_positive, check_tensor_rank
-from .directions import iter_directions
+from .directions import iter_direction_chunks, iter_directions
 from .estimates import DIRECTION_DISTRIBUTIONS, CoordinateEstimate, DirectionEstimate
 from .random import sample_coordinates
 
@@ -222,6 +230,10 @@ def _query(closure: Closure, call: str, batch_shape: tuple[int, ...]) -> Tensor:
             f"closure must return a tensor of shape {batch_shape} (one value per run), "
             f"got shape {tuple(v.shape)} from {call}"
         )
+    # Fast check: a sum is finite only if every term is (nan/inf propagate); a non-finite
+    # sum of finite terms (overflow) falls through to the exact elementwise check.
+    if v.numel() and math.isfinite(float(v.sum())):
+        return v
     finite = torch.isfinite(v)
     if not bool(finite.all()):
         bad = v[~finite].reshape(-1)[0].item()
@@ -247,31 +259,50 @@ def _target(p: Tensor, batch_dims: int) -> Tensor:
     return p if p.ndim > batch_dims else p.unsqueeze(-1)
 
 
-def _locate(p: Tensor, flat: Tensor, batch_dims: int) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """(view, index tuple) addressing the entries ``flat`` (shape ``(*batch, n)``) of ``p``.
+def _locate(p: Tensor, flat: Tensor, batch_dims: int) -> tuple[Tensor, Tensor | tuple[Tensor, ...]]:
+    """(view, where) addressing the entries ``flat`` (shape ``(*batch, n)``) of ``p``.
 
-    Works for non-contiguous ``p`` (advanced indexing writes through to ``p``).
+    For a contiguous ``p``, ``where`` is ``flat`` itself, to be used with ``gather`` /
+    ``scatter_`` along the last dimension of a flat view of the event dimensions (it shares
+    storage with ``p``, so writes go through). Otherwise ``where`` is an index tuple for
+    advanced indexing (which also writes through to a non-contiguous ``p``). Both address
+    exactly the same entries; :func:`_read` / :func:`_write` dispatch on the form.
     """
     t = _target(p, batch_dims)
+    if t.is_contiguous():
+        # Fast path: gather/scatter on the flat view (no per-call batch aranges, no
+        # advanced-indexing machinery).
+        return t.view(tuple(t.shape[:batch_dims]) + (-1,)), flat
     batch_idx = tuple(
         torch.arange(n, device=flat.device).reshape((1,) * a + (n,) + (1,) * (flat.ndim - a - 1))
         for a, n in enumerate(t.shape[:batch_dims])
     )
-    if t.is_contiguous():
-        # Fast path: a flat view of the event dimensions shares storage with p, so
-        # indexing it with the flat indices writes through (no unravel_index needed).
-        return t.view(tuple(t.shape[:batch_dims]) + (-1,)), batch_idx + (flat,)
     event_idx = torch.unravel_index(flat, tuple(t.shape[batch_dims:]))
     return t, batch_idx + tuple(event_idx)
+
+
+def _read(t: Tensor, where: Tensor | tuple[Tensor, ...]) -> Tensor:
+    """A copy of the addressed entries (shape of the index)."""
+    if isinstance(where, Tensor):
+        return t.gather(-1, where)
+    return t[where].clone()
+
+
+def _write(t: Tensor, where: Tensor | tuple[Tensor, ...], values: Tensor) -> None:
+    """Write ``values`` (shape of the index) into the addressed entries, in place."""
+    if isinstance(where, Tensor):
+        t.scatter_(-1, where, values)
+    else:
+        t[where] = values
 
 
 class _Entries:
     """Selected entries of parameter tensors, perturbed jointly and restored from a saved copy."""
 
-    def __init__(self, parts: list[tuple[Tensor, tuple[Tensor, ...]]]):
+    def __init__(self, parts: list[tuple[Tensor, Tensor | tuple[Tensor, ...]]]):
         self.parts = parts
         with torch.no_grad():
-            self.saved = [t[loc].clone() for t, loc in parts]
+            self.saved = [_read(t, loc) for t, loc in parts]
 
     def shift(self, tau: Tensor, sign: int) -> None:
         """Set every selected entry to ``fl(saved +- tau)`` (tau shape ``batch``)."""
@@ -281,12 +312,12 @@ class _Entries:
                 step = _bcast(tau.to(cdt), s.ndim)
                 base = s.to(cdt)
                 moved = base + step if sign > 0 else base - step
-                t[loc] = moved.to(t.dtype)
+                _write(t, loc, moved.to(t.dtype))
 
     def restore(self) -> None:
         with torch.no_grad():
             for (t, loc), s in zip(self.parts, self.saved):
-                t[loc] = s
+                _write(t, loc, s)
 
 
 def _central(
@@ -346,10 +377,21 @@ def _split_global(
     offsets = _offsets([p.numel() for p in tensors])
     flat_cpu = flat.reshape(-1).cpu()
     owner = torch.searchsorted(torch.tensor(offsets[1:], dtype=torch.long), flat_cpu, right=True)
+    if flat_cpu.numel() == 1:
+        t = int(owner[0])
+        return [_locate(tensors[t], (flat_cpu - offsets[t]).to(tensors[t].device), 0)]
+    # One stable sort by owner instead of a mask per tensor (a mask per tensor costs
+    # O(tensors x indices)); the stable order keeps each tensor's indices in input order.
+    order = torch.argsort(owner, stable=True)
+    counts = torch.bincount(owner, minlength=len(tensors)).tolist()
+    sorted_flat = flat_cpu[order]
     parts = []
-    for t in owner.unique().tolist():
-        local = flat_cpu[owner == t] - offsets[t]
-        parts.append(_locate(tensors[t], local.to(tensors[t].device), 0))
+    lo = 0
+    for t, n in enumerate(counts):
+        if n:
+            local = sorted_flat[lo : lo + n] - offsets[t]
+            parts.append(_locate(tensors[t], local.to(tensors[t].device), 0))
+            lo += n
     return parts
 
 
@@ -416,9 +458,12 @@ def jaguar_coordinates(
         )
         values.append(g)
     dtype = _value_dtype(tensors, *values)
+    # One coordinate (Algorithm 1/2): a fresh (*batch, 1) tensor without stack's copy.
+    stacked = values[0].to(dtype).unsqueeze(-1) if n_coords == 1 else torch.stack(
+        [v.to(dtype) for v in values], dim=-1)
     return CoordinateEstimate(
         indices=indices,
-        values=torch.stack([v.to(dtype) for v in values], dim=-1),
+        values=stacked,
         mode="coordinate",
         oracle_calls=2 * n_coords,
     )
@@ -583,22 +628,101 @@ def _direction_source(
     return (lambda: iter_directions(tensors, seed, distribution, batch_dims=batch_dims)), seed, None
 
 
-def _move_from_saved(tensors: list[Tensor], saved: list[Tensor], zs: Iterable[Tensor], tau: Tensor, sign: float) -> None:
-    """``p <- fl(saved + sign * tau * z)`` computed in the compute dtype."""
+def _move_from_saved(
+    tensors: list[Tensor], saved: list[Tensor], zs: Iterable[Tensor], tau: Tensor, sign: float, fresh: bool = False
+) -> None:
+    """``p <- fl(saved + sign * tau * z)`` computed in the compute dtype.
+
+    ``fresh=True`` says every ``z`` is a temporary owned by this call (regenerated from a
+    seed): ``tau * z`` is then formed in ``z``'s own storage and, when the parameter is in
+    the compute dtype, the sum is written straight into ``p``. The same elementwise
+    operations in the same order (so the same bits), without the temporaries and the copy.
+    """
     with torch.no_grad():
         for p, s, zi in zip(tensors, saved, zs):
             cdt = _compute_dtype(p.dtype)
-            step = _bcast(tau.to(cdt), p.ndim) * zi.to(cdt)
-            p.copy_((s.to(cdt) + step if sign > 0 else s.to(cdt) - step).to(p.dtype))
+            tau_c = _bcast(tau.to(cdt), p.ndim)
+            if fresh and zi.dtype == cdt:
+                step = zi.mul_(tau_c)
+            else:
+                step = tau_c * zi.to(cdt)
+            if fresh and p.dtype == cdt and s.dtype == cdt:
+                (torch.add if sign > 0 else torch.sub)(s, step, out=p)
+            else:
+                p.copy_((s.to(cdt) + step if sign > 0 else s.to(cdt) - step).to(p.dtype))
 
 
-def _move_inplace(tensors: list[Tensor], zs: Iterable[Tensor], tau: Tensor, coef: float) -> None:
-    """``p <- fl(p + coef * tau * z)`` (MeZO's regenerate walk; not bitwise reversible)."""
+def _move_inplace(tensors: list[Tensor], zs: Iterable[Tensor], tau: Tensor, coef: float, fresh: bool = False) -> None:
+    """``p <- fl(p + coef * tau * z)`` (MeZO's regenerate walk; not bitwise reversible).
+
+    ``fresh=True``: ``z`` is a temporary owned by this call (see :func:`_move_from_saved`);
+    ``coef * (tau * z)`` is formed in place and added to ``p`` in place (same bits).
+    """
     with torch.no_grad():
         for p, zi in zip(tensors, zs):
             cdt = _compute_dtype(p.dtype)
-            step = _bcast(tau.to(cdt), p.ndim) * zi.to(cdt)
+            tau_c = _bcast(tau.to(cdt), p.ndim)
+            if fresh and zi.dtype == cdt:
+                step = zi.mul_(tau_c).mul_(coef)
+                if p.dtype == cdt:
+                    p.add_(step)
+                else:
+                    p.copy_((p.to(cdt) + step).to(p.dtype))
+                continue
+            step = tau_c * zi.to(cdt)
             p.copy_((p.to(cdt) + coef * step).to(p.dtype))
+
+
+def _move_from_saved_pieces(tensors: list[Tensor], saved: list[Tensor], pieces, tau: Tensor, sign: float) -> None:
+    """:func:`_move_from_saved` (``fresh=True``, unbatched) over the flat pieces of
+    :func:`zotheory.directions.iter_direction_chunks`: the same elementwise operations on the
+    same values, piece by piece, so the temporaries are one piece (not one tensor) of float32."""
+    with torch.no_grad():
+        for i, lo, hi, zc in pieces:
+            p, s = tensors[i], saved[i]
+            cdt = _compute_dtype(p.dtype)
+            step = zc.mul_(tau.to(cdt))
+            pf, sf = p.view(-1)[lo:hi], s.view(-1)[lo:hi]
+            if p.dtype == cdt and s.dtype == cdt:
+                (torch.add if sign > 0 else torch.sub)(sf, step, out=pf)
+            else:
+                pf.copy_((sf.to(cdt) + step if sign > 0 else sf.to(cdt) - step).to(p.dtype))
+
+
+def _move_inplace_pieces(tensors: list[Tensor], pieces, tau: Tensor, coef: float) -> None:
+    """:func:`_move_inplace` (``fresh=True``, unbatched) piece by piece (see above)."""
+    with torch.no_grad():
+        for i, lo, hi, zc in pieces:
+            p = tensors[i]
+            cdt = _compute_dtype(p.dtype)
+            step = zc.mul_(tau.to(cdt)).mul_(coef)
+            pf = p.view(-1)[lo:hi]
+            if p.dtype == cdt:
+                pf.add_(step)
+            else:
+                pf.copy_((pf.to(cdt) + step).to(p.dtype))
+
+
+def _piece_source(tensors: list[Tensor], seed: int | None, distribution: str, batch_dims: int):
+    """A callable giving the direction in pieces, or None where the per-tensor path is used
+    (explicit ``z``, batched runs, the sphere, non-contiguous parameters)."""
+    if seed is None or batch_dims != 0 or distribution == "sphere" or not all(p.is_contiguous() for p in tensors):
+        return None
+    return lambda: iter_direction_chunks(tensors, seed, distribution)
+
+
+def _saved_move(tensors, saved, directions, pieces, tau, sign, fresh) -> None:
+    if pieces is not None:
+        _move_from_saved_pieces(tensors, saved, pieces(), tau, sign)
+    else:
+        _move_from_saved(tensors, saved, directions(), tau, sign, fresh)
+
+
+def _walk_move(tensors, directions, pieces, tau, coef, fresh) -> None:
+    if pieces is not None:
+        _move_inplace_pieces(tensors, pieces(), tau, coef)
+    else:
+        _move_inplace(tensors, directions(), tau, coef, fresh)
 
 
 def _check_distribution(distribution: str) -> str:
@@ -626,15 +750,17 @@ def _direction_two_point(
     batch_shape = tuple(tensors[0].shape[:batch_dims])
     tau_t = _tau_tensor(tau, batch_shape, tensors[0].device)
     directions, seed_out, z_out = _direction_source(tensors, is_list, seed, z, distribution, batch_dims)
+    fresh = z is None  # z regenerated from the seed: each tensor is a temporary the moves may reuse
+    pieces = _piece_source(tensors, seed_out, distribution, batch_dims)
     plus, minus = "f(x + tau*z)", "f(x - tau*z)"
 
     if restore == "saved":
         with torch.no_grad():
             saved = [p.detach().clone() for p in tensors]
         try:
-            _move_from_saved(tensors, saved, directions(), tau_t, +1)
+            _saved_move(tensors, saved, directions, pieces, tau_t, +1, fresh)
             f_plus = _query(closure, plus, batch_shape)
-            _move_from_saved(tensors, saved, directions(), tau_t, -1)
+            _saved_move(tensors, saved, directions, pieces, tau_t, -1, fresh)
             f_minus = _query(closure, minus, batch_shape)
         finally:
             with torch.no_grad():
@@ -643,15 +769,15 @@ def _direction_two_point(
     else:
         position = 0.0  # current displacement, in units of tau * z
         try:
-            _move_inplace(tensors, directions(), tau_t, 1.0)
+            _walk_move(tensors, directions, pieces, tau_t, 1.0, fresh)
             position = 1.0
             f_plus = _query(closure, plus, batch_shape)
-            _move_inplace(tensors, directions(), tau_t, -2.0)
+            _walk_move(tensors, directions, pieces, tau_t, -2.0, fresh)
             position = -1.0
             f_minus = _query(closure, minus, batch_shape)
         finally:
             if position != 0.0:
-                _move_inplace(tensors, directions(), tau_t, -position)
+                _walk_move(tensors, directions, pieces, tau_t, -position, fresh)
 
     dtype = _value_dtype(tensors, f_plus, f_minus)
     scale = (f_plus.to(dtype) - f_minus.to(dtype)) / (2 * tau_t.to(dtype))
@@ -746,6 +872,8 @@ def forward_difference(
     batch_shape = tuple(tensors[0].shape[:batch_dims])
     tau_t = _tau_tensor(tau, batch_shape, tensors[0].device)
     directions, seed_out, z_out = _direction_source(tensors, is_list, seed, z, distribution, batch_dims)
+    fresh = z is None  # z regenerated from the seed: each tensor is a temporary the moves may reuse
+    pieces = _piece_source(tensors, seed_out, distribution, batch_dims)
     if f0 is None:
         base = _query(closure, "f(x)", batch_shape)
         calls = 2
@@ -762,7 +890,7 @@ def forward_difference(
         with torch.no_grad():
             saved = [p.detach().clone() for p in tensors]
         try:
-            _move_from_saved(tensors, saved, directions(), tau_t, +1)
+            _saved_move(tensors, saved, directions, pieces, tau_t, +1, fresh)
             f_plus = _query(closure, call, batch_shape)
         finally:
             with torch.no_grad():
@@ -770,10 +898,10 @@ def forward_difference(
                     p.copy_(s)
     else:
         try:
-            _move_inplace(tensors, directions(), tau_t, 1.0)
+            _walk_move(tensors, directions, pieces, tau_t, 1.0, fresh)
             f_plus = _query(closure, call, batch_shape)
         finally:
-            _move_inplace(tensors, directions(), tau_t, -1.0)
+            _walk_move(tensors, directions, pieces, tau_t, -1.0, fresh)
     dtype = _value_dtype(tensors, f_plus, base)
     scale = (f_plus.to(dtype) - base.to(device=f_plus.device, dtype=dtype)) / tau_t.to(dtype)
     if distribution == "sphere":

@@ -123,7 +123,12 @@ def write_momentum(
             f"got {tuple(indices.shape)}"
         )
     numel = flat.shape[-1]
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= numel):
+    if indices.numel():
+        lo, hi = torch.aminmax(indices)
+        bad = int(lo) < 0 or int(hi) >= numel
+    else:
+        bad = False
+    if bad:
         raise ValueError(f"estimate.indices must lie in [0, {numel}), got values outside")
     _check_distinct(indices)
     b = per_run("beta", beta, batch, 1, flat)
