@@ -144,8 +144,18 @@ def _config(root: Path, name: str, **kw) -> TrainConfig:
     return TrainConfig(**{**BASE, **kw, "out_dir": str(root / name)})
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The workers run on one thread (WORKER, _env); the in-process references must too, or
+    # their matmul reductions are split differently and the bitwise comparisons fail.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory):
+def launched(_one_thread, tmp_path_factory):
     """Run launch 1 (the worker under torchrun) once; the tests below read its outputs."""
     root = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as mp:
