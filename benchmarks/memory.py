@@ -16,8 +16,11 @@ zotheory.benchmarks.memory --worker SPEC``) that
    **16 sequences x 64 tokens** (classification loss at the last position, as
    :mod:`zotheory.benchmarks.llm_step`); ``inference`` runs 2 forward passes under
    ``torch.no_grad()`` instead;
-5. reports ``peak_rss`` = ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at the end (the
-   process's lifetime peak, nothing subtracted) as one JSON line.
+5. reports ``peak_rss`` = ``VmHWM`` of ``/proc/self/status`` at the end (the process's peak
+   RSS, nothing subtracted) as one JSON line, with ``ru_maxrss`` next to it. They agree unless
+   the parent was bigger than the worker: Linux carries the pre-``execve`` high-water mark
+   (the parent's RSS at fork) into ``ru_maxrss``, which then over-reports a small worker
+   started from a parent holding a model (as :func:`scaling` does).
 
 Each method's ``ratio_to_inference = peak_rss / peak_rss(inference, same mode)``; the
 ``net_*`` columns subtract ``rss_baseline`` from both. ``state_bytes`` is the optimizer
@@ -129,7 +132,7 @@ PAPER_TABLE3 = {
 }
 
 COLUMNS = ("benchmark", "method", "optimizer", "mode", "model", "params", "trainable", "dtype", "batch", "seq_len",
-           "steps", "status", "rss_baseline", "rss_after_build", "peak_after_build", "peak_rss", "state_numel",
+           "steps", "status", "rss_baseline", "rss_after_build", "peak_after_build", "peak_rss", "ru_maxrss", "state_numel",
            "state_bytes", "saved_copy_bytes", "documented_state_numel", "estimated_bytes", "ratio_to_inference",
            "net_ratio_to_inference", "excess_over_inference_plus_state", "seconds", "hyperparameters")
 
@@ -206,7 +209,22 @@ def _rss_bytes() -> int:
 
 
 def _maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    """``getrusage(RUSAGE_SELF).ru_maxrss`` in bytes (Linux reports KiB).
+
+    Linux keeps the high-water mark of the address space a process had *before* ``execve``
+    (the parent's, at fork time) in ``ru_maxrss``, so in a child started from a big parent
+    it can exceed anything the child allocated. :func:`_hwm_bytes` does not.
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _hwm_bytes() -> int:
+    """``VmHWM`` of ``/proc/self/status``: the peak RSS of this process's own address space."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return _maxrss_bytes()  # pragma: no cover - not Linux
 
 
 def _worker(spec: dict) -> dict:
@@ -227,7 +245,7 @@ def _worker(spec: dict) -> dict:
     out: dict[str, Any] = dict(rss_baseline=_rss_bytes())
     t0 = time.perf_counter()
     model = build_opt(spec["config"], dtype=spec.get("dtype", "bfloat16"))
-    out.update(rss_after_build=_rss_bytes(), peak_after_build=_maxrss_bytes(),
+    out.update(rss_after_build=_rss_bytes(), peak_after_build=_hwm_bytes(),
                params=sum(p.numel() for p in model.parameters()))
     if spec["mode"] == "lora":
         model = apply_lora(model, r=8, alpha=16)
@@ -250,7 +268,8 @@ def _worker(spec: dict) -> dict:
         steady_state(opt, "block" if spec.get("hp", {}).get("mode") == "block" else "k=1", in_place=True)
         for _ in range(steps):
             opt.step(closure)
-    out["peak_rss"] = _maxrss_bytes()
+    out["peak_rss"] = _hwm_bytes()
+    out["ru_maxrss"] = _maxrss_bytes()
     out["seconds"] = time.perf_counter() - t0
     out["status"] = "ok"
     return out
@@ -261,7 +280,7 @@ def _worker_main(arg: str) -> None:
     try:
         result = _worker(spec)
     except (MemoryError, RuntimeError) as err:  # allocator failures: a result, not a crash
-        result = dict(status=f"failed: {type(err).__name__}: {str(err)[:200]}", peak_rss=_maxrss_bytes())
+        result = dict(status=f"failed: {type(err).__name__}: {str(err)[:200]}", peak_rss=_hwm_bytes())
     print("RESULT " + json.dumps(result), flush=True)
 
 

@@ -244,3 +244,18 @@ def test_sort_based_splits_equal_the_mask_based_ones():
         for (t, loc), (j, e) in zip(parts, expected):
             flat = loc if isinstance(loc, torch.Tensor) else loc[-1]  # contiguous: the flat indices
             assert t.data_ptr() == tensors[j].data_ptr() and torch.equal(flat.reshape(-1), e)  # input order kept
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_entry_writes_equal_scatter(dtype):
+    # estimators._write avoids scatter_ on half-precision CPU tensors (O(numel) in PyTorch 2.x)
+    g = torch.Generator().manual_seed(0)
+    for shape, k in (((50,), 4), ((3, 50), 4)):
+        t = torch.randn(shape, generator=g).to(dtype)
+        where = torch.stack([torch.randperm(shape[-1], generator=g)[:k] for _ in range(t.numel() // shape[-1])])
+        where = where.reshape(shape[:-1] + (k,))
+        values = torch.randn(where.shape, generator=g).to(dtype)
+        ref = t.clone().scatter_(-1, where, values)
+        got = t.clone()
+        estimators._write(got, where, values)
+        assert same_bits(got, ref)
