@@ -124,6 +124,7 @@ def _worker(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     task = SyntheticTask()
     parallel = distributed.from_env("cpu")
+    finished = False
     try:
         if parallel is not None:  # latency of one ZO all-reduce (the float64 pair), timing rule of timing.py
             from .timing import median_time
@@ -134,8 +135,9 @@ def _worker(spec_path: str) -> int:
                 Path(spec_path).with_suffix(".allreduce.json").write_text(json.dumps({"seconds": t}))
         for cfg in spec["configs"]:
             train(TrainConfig(**cfg), task=task, parallel=parallel)
+        finished = True
     finally:
-        distributed.shutdown(parallel)
+        distributed.shutdown(parallel, sync=finished)
     return 0
 
 

@@ -406,9 +406,18 @@ class DataParallel(_Parallel):
             raise RuntimeError(f"data-parallel replicas diverged at step {step}: the trainable weights of "
                                f"rank(s) {differ} differ from rank 0's")
 
-    def close(self) -> None:
-        """Destroy the default group if :meth:`from_env` created it."""
+    def close(self, *, sync: bool = False) -> None:
+        """Destroy the default group if :meth:`from_env` created it.
+
+        ``sync=True`` (the end of a run that finished on every rank) first waits at a barrier, so
+        that no rank tears down its ``gloo`` connections while a peer still finishes its last
+        collective: without it, about 1 clean 2-process run in 12 ended with a rank killed by
+        SIGABRT ("terminate called without an active exception") after the results were written.
+        After an error the barrier is skipped (a peer may never arrive).
+        """
         if self.owns_group and self.dist.is_initialized():
+            if sync:
+                self.barrier()
             self.dist.destroy_process_group()
         self.owns_group = False
 
@@ -520,11 +529,12 @@ def from_env(device: str = "auto", *, timeout_s: float | None = None) -> DataPar
     return DataParallel.from_env(device, timeout_s=timeout_s)
 
 
-def shutdown(parallel: Any) -> None:
-    """Close ``parallel``'s process group if it created it (no-op for ``None`` / the simulation)."""
+def shutdown(parallel: Any, *, sync: bool = False) -> None:
+    """Close ``parallel``'s process group if it created it (no-op for ``None`` / the simulation);
+    ``sync=True`` after a run that succeeded on this rank (see :meth:`DataParallel.close`)."""
     close = getattr(parallel, "close", None)
     if callable(close):
-        close()
+        close(sync=sync)
 
 
 # --------------------------------------------------------------------------- the launcher

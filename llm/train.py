@@ -784,8 +784,10 @@ def cmd_finetune(args) -> int:
         argv = ["finetune", *distributed.argv_from_namespace(args.finetune_parser, args, skip=("nproc",))]
         return distributed.launch(argv, nproc)
     who = "finetune" if parallel is None or parallel.is_main else f"finetune (rank {parallel.rank})"
+    finished = False
     try:
         out = train(config, parallel=parallel)
+        finished = True
     except NonFiniteLossError as err:
         print(f"{who}: {err}", file=sys.stderr)
         return 1
@@ -793,7 +795,7 @@ def cmd_finetune(args) -> int:
         print(f"{who}: {err}", file=sys.stderr)
         return 2
     finally:
-        distributed.shutdown(parallel)
+        distributed.shutdown(parallel, sync=finished)
     if parallel is not None and not parallel.is_main:
         return 0
     result = json.loads((out / "result.json").read_text())
