@@ -45,8 +45,10 @@ from zotheory.llm import assets  # noqa: E402
 from zotheory.llm import distributed as D  # noqa: E402
 from zotheory.llm.train import TrainConfig, train  # noqa: E402
 
+# one_thread: the workers run on one thread (WORKER, _env); the in-process references must
+# too, or their matmul reductions are split differently and the bitwise comparisons fail.
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning"),
-              pytest.mark.timeout(120)]
+              pytest.mark.timeout(120), pytest.mark.usefixtures("one_thread")]
 
 POSITIVE = ("great", "moving", "funny", "brilliant", "warm")
 NEGATIVE = ("dull", "bad", "boring", "clumsy", "flat")
@@ -144,18 +146,8 @@ def _config(root: Path, name: str, **kw) -> TrainConfig:
     return TrainConfig(**{**BASE, **kw, "out_dir": str(root / name)})
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The workers run on one thread (WORKER, _env); the in-process references must too, or
-    # their matmul reductions are split differently and the bitwise comparisons fail.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
-def launched(_one_thread, tmp_path_factory):
+def launched(one_thread, tmp_path_factory):
     """Run launch 1 (the worker under torchrun) once; the tests below read its outputs."""
     root = tmp_path_factory.mktemp("ddp")
     with pytest.MonkeyPatch.context() as mp:

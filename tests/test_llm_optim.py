@@ -29,21 +29,13 @@ from zotheory.llm import optim  # noqa: E402
 from zotheory.llm.models import apply_lora, named_trainable_parameters, tiny_model, trainable_parameters  # noqa: E402
 from zotheory.llm.scoring import loss_closure  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 ZO = ("jaguar_signsgd", "jaguar_muon", "zo_sgd", "zo_signsgd", "zo_adamm", "zo_muon")
 FO = ("fo_sgd", "adam")
 INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16,
             torch.float64: torch.int64}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The machine is shared; tiny matmuls are much faster (and steadier) on one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

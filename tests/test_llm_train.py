@@ -27,15 +27,8 @@ from zotheory.llm.models import (  # noqa: E402
 from zotheory.llm.scoring import accuracy, candidate_loss, encode, evaluate, loss_closure, score  # noqa: E402
 from zotheory.llm.train import NonFiniteLossError, TrainConfig, add_cli, train  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,19 +31,11 @@ from zotheory.orthogonalize import orthogonalize
 from zotheory.synthetic.runner import RunSpec
 from zotheory.synthetic.sweep import run_specs
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Bitwise comparisons between this process and the subprocesses need equal thread counts.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
