@@ -92,6 +92,7 @@ __all__ = [
     "mezo_step",
     "steady_state",
     "run",
+    "overhead_breakdown",
     "profile_step",
 ]
 
@@ -331,10 +332,10 @@ def _model_name(quick: bool) -> str:
     return "tiny-llama (quick)" if quick else "smollm2-135m shape (random)"
 
 
-def _build(mode: str, quick: bool, device) -> torch.nn.Module:
+def _build(mode: str, quick: bool, device, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     from zotheory.llm.models import apply_lora
 
-    model = build_llama(quick, device=device)
+    model = build_llama(quick, device=device, dtype=dtype)
     if mode == "lora":
         model = apply_lora(model, r=8, alpha=16)
     return model
@@ -451,6 +452,69 @@ def run(quick: bool = True, progress: bool = True, *, modes: Iterable[str] = ("l
     finally:
         torch.set_num_threads(old_threads)
     return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def overhead_breakdown(quick: bool = True, *, mode: str = "ft", reps: int = 3, batch: int = 16, seq_len: int = 32,
+                       lr: float = 1e-7, tau: float = 1e-3, dtype: torch.dtype = torch.float32):
+    """Where a Gaussian two-point step's time goes beyond its two forwards: thread CPU seconds.
+
+    Components, each timed on the model's trainable tensors (median of ``reps`` after one
+    warm-up, one thread): ``forward`` (one forward pass, the floor's unit), ``draw_z`` (one
+    pass of the seeded Gaussian generator over every trainable entry, in the pieces
+    :func:`zotheory.directions.iter_direction_chunks` yields: what each use of ``z`` costs),
+    ``copy_pass`` (one read + write pass over the weights: a ``clone``), and the optimizer
+    overheads with a free oracle (:func:`_free_oracle`): ``zo_sgd[saved]`` (ours, default),
+    ``zo_sgd[regenerate]`` and ``mezo_faithful``. A two-point step needs ``z`` at three
+    points (``x + tau z``, ``x - tau z``, the update) and cannot keep it between them without
+    a parameter-sized buffer, so ``3 x draw_z`` is the floor of its overhead at constant
+    memory; MeZO draws four times. ``per_floor`` divides by the two forwards (a step's ratio
+    to the floor is 1 + its overhead's ``per_floor``); ``draws_equivalent`` by ``draw_z``.
+    ``dtype``: the weights' dtype (``z`` is drawn in float32 either way, the ZO arithmetic rule).
+    Returns a tidy DataFrame (one row per component).
+    """
+    import pandas as pd
+
+    from zotheory.directions import iter_direction_chunks
+    from zotheory.llm import optim
+    from zotheory.llm.models import trainable_parameters
+
+    torch.set_num_threads(1)
+    model = _build(mode, quick, "cpu", dtype)
+    closure = make_closure(model, make_batch(model.config.vocab_size, batch, seq_len))
+    params = trainable_parameters(model)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def forward():
+        with torch.no_grad():
+            closure()
+
+    def draw():
+        for *_, z in iter_direction_chunks(params, 12345, "gaussian"):
+            del z
+
+    def copy_pass():
+        with torch.no_grad():
+            return [p.detach().clone() for p in params]
+
+    opts = {label: optim.make_optimizer("zo_sgd", params, lr=lr, tau=tau, restore=restore)
+            for label, restore in (("zo_sgd[saved]", "saved"), ("zo_sgd[regenerate]", "regenerate"))}
+    free = _free_oracle()
+    fns: dict[str, Callable[[], object]] = {"forward": forward, "draw_z": draw, "copy_pass": copy_pass}
+    fns.update({label: (lambda o=o: o.step(free)) for label, o in opts.items()})
+    fns["mezo_faithful"] = lambda: mezo_step(named, free, lr=lr, eps=tau, seed=7)
+    rows = []
+    for label, fn in fns.items():
+        rows.append(dict(benchmark="llm_step_breakdown", component=label, mode=mode, model=_model_name(quick),
+                         dtype=str(dtype).removeprefix("torch."),
+                         params=sum(p.numel() for p in model.parameters()),
+                         trainable=sum(p.numel() for p in params),
+                         cpu_seconds=_overhead_seconds(fn, reps=reps)))
+    df = pd.DataFrame(rows)
+    sec = dict(zip(df["component"], df["cpu_seconds"]))
+    floor = 2 * sec["forward"]
+    df["per_floor"] = df["cpu_seconds"] / floor  # overheads: the step's ratio to the floor is 1 + this
+    df["draws_equivalent"] = df["cpu_seconds"] / sec["draw_z"]
+    return df
 
 
 def profile_step(method: str, case_hp: dict | None = None, *, mode: str = "ft", quick: bool = False,

@@ -63,8 +63,13 @@ def _llm_step(quick: bool, progress: bool, out: Path, figures: Path) -> str:
 
     df = llm_step.run(quick=quick, progress=progress)
     df.to_csv(out / "llm_step.csv", index=False)
-    return _table(df, ["model", "mode", "method", "case", "n_forwards", "seconds_per_step", "floor_seconds",
-                       "ratio_to_floor", "ratio_to_mezo"])
+    parts = llm_step.overhead_breakdown(quick=quick)
+    parts.to_csv(out / "llm_step_breakdown.csv", index=False)
+    return "\n".join([
+        _table(df, ["model", "mode", "method", "case", "n_forwards", "seconds_per_step", "floor_seconds",
+                    "ratio_to_floor", "ratio_to_mezo"]),
+        "", "Full fine-tuning, where a Gaussian step's time goes beyond its two forwards (thread CPU s):", "",
+        _table(parts, ["model", "component", "cpu_seconds", "per_floor", "draws_equivalent"])])
 
 
 def _memory(quick: bool, progress: bool, out: Path, figures: Path) -> str:

@@ -32,18 +32,11 @@ from zotheory.estimates import CoordinateEstimate, split_coordinates  # noqa: E4
 from zotheory.llm import optim  # noqa: E402
 from zotheory.llm.models import named_trainable_parameters  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16,
             torch.float64: torch.int64}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
@@ -114,7 +107,7 @@ def test_mezo_anchor_equals_zo_sgd_saved_to_tolerance(dtype, rtol):
 
 def test_llm_step_quick_returns_positive_finite_columns():
     cases = [c for c in llm_step.CASES if (c[0], c[1]) in {("jaguar_signsgd", "k=1"), ("zo_sgd", "saved")}]
-    df = llm_step.run(quick=True, progress=False, cases=cases, reps=1, warmup=1)
+    df = llm_step.run(quick=True, progress=False, cases=cases, reps=1, warmup=0)
     required = {"benchmark", "method", "mode", "model", "case", "seconds_per_step", "floor_seconds",
                 "ratio_to_floor"}
     assert required <= set(df.columns)
@@ -126,6 +119,16 @@ def test_llm_step_quick_returns_positive_finite_columns():
         assert values.map(math.isfinite).all() and (values > 0).all(), col
     zo = df[df["method"] == "zo_sgd"]
     assert (zo["ratio_to_mezo"] > 0).all() and (zo["n_forwards"] == 2).all()
+
+
+def test_overhead_breakdown_has_every_component_with_positive_times():
+    df = llm_step.overhead_breakdown(quick=True, reps=1)
+    assert list(df["component"]) == ["forward", "draw_z", "copy_pass", "zo_sgd[saved]", "zo_sgd[regenerate]",
+                                     "mezo_faithful"]
+    assert (df["cpu_seconds"] > 0).all() and df["cpu_seconds"].map(math.isfinite).all()
+    row = df.set_index("component")
+    assert row.loc["forward", "per_floor"] == 0.5 and row.loc["draw_z", "draws_equivalent"] == 1.0
+    assert (df["trainable"] == df["params"]).all()  # full fine-tuning: every weight
 
 
 def test_memory_worker_returns_a_positive_rss_for_a_tiny_config():
