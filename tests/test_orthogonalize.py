@@ -169,6 +169,38 @@ def test_ns5_matches_keller_jordan_iteration():
     torch.testing.assert_close(orthogonalize(A, "ns5"), X.T, atol=1e-14, rtol=0)
 
 
+def _expression_form(A: torch.Tensor, method: str, K: int) -> torch.Tensor:
+    """The iterations written as the pseudocode's expressions (what the in-place loop replaced)."""
+    X = A.to(torch.promote_types(A.dtype, torch.float32))
+    transpose = X.shape[-2] > X.shape[-1]
+    X = X.mT if transpose else X
+    norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
+    X = X / torch.where(norm == 0, torch.ones_like(norm), norm)
+    a, b, c = NS5_COEFFICIENTS
+    for _ in range(K):
+        if method == "ns3":
+            X = 1.5 * X - 0.5 * X @ X.mT @ X
+        else:
+            G = X @ X.mT
+            X = a * X + (b * G + c * G @ G) @ X
+    return (X.mT if transpose else X).to(A.dtype)
+
+
+@pytest.mark.parametrize("method", ["ns3", "ns5"])
+@pytest.mark.parametrize("shape", [(5, 7), (7, 5), (300, 40), (40, 300), (3, 6, 4), (1, 9), (0, 3)])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_in_place_iterations_give_the_bits_of_the_expression_form(method, shape, dtype):
+    """The loop updates X in place (two X-sized buffers alive instead of four) with the same
+    operations in the same order: bitwise the expression form, input untouched."""
+    A = torch.randn(shape, generator=torch.Generator().manual_seed(11), dtype=torch.float64).to(dtype)
+    A0 = A.clone()
+    got = orthogonalize(A, method, 3, batch_dims=len(shape) - 2)
+    want = _expression_form(A, method, 3)
+    assert got.dtype == want.dtype == dtype
+    assert torch.equal(got.float(), want.float())
+    assert torch.equal(A, A0)
+
+
 @SETTINGS
 @given(m=dims, n=dims, seed=seeds, log_scale=log_scales, data=st.data())
 def test_ns5_singular_values_in_documented_band(m, n, seed, log_scale, data):

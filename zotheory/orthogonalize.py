@@ -157,15 +157,24 @@ def _newton_schulz(X: torch.Tensor, method: str, K: int) -> torch.Tensor:
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
     # Numerical guard: a zero matrix has ||A||_F = 0; dividing by 1 keeps it zero,
     # and both iterations map 0 to 0.
-    X = X / torch.where(norm == 0, torch.ones_like(norm), norm)
+    X = X / torch.where(norm == 0, torch.ones_like(norm), norm)  # a new tensor: ours to overwrite
+    # The iterations below are ``X <- 1.5 X - 0.5 X X^T X`` (ns3) and ``X <- a X + (b G + c G G) X``
+    # (ns5), written with the same operations in the same order as those expressions (so the same
+    # bits) but updating X in place: at most two X-sized buffers are alive at once (X and the
+    # product), where the expression form holds four (1.5 X, 0.5 X, the product, the result).
+    # For a 50272 x 2048 embedding in float32 that is 0.77 GB less.
     if method == "ns3":
         for _ in range(K):
-            X = 1.5 * X - 0.5 * X @ X.mT @ X
+            P = (0.5 * X) @ X.mT @ X
+            X.mul_(1.5).sub_(P)
+            del P
     else:
         a, b, c = NS5_COEFFICIENTS
         for _ in range(K):
             G = X @ X.mT
-            X = a * X + (b * G + c * G @ G) @ X
+            P = (b * G + c * G @ G) @ X
+            X.mul_(a).add_(P)
+            del G, P
     return X.mT if transpose else X
 
 
