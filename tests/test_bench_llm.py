@@ -168,7 +168,7 @@ def _params(dtype, shapes=((30, 20), (300,), (5,), (17, 9)), seed=0):
     return ps, w
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 @pytest.mark.parametrize("restore", ["saved", "regenerate"])
 def test_piecewise_estimates_equal_the_per_tensor_path(monkeypatch, dtype, restore):
     monkeypatch.setattr(directions, "CHUNK", 64)

@@ -696,7 +696,10 @@ def _move_from_saved_pieces(tensors: list[Tensor], saved: list[Tensor], pieces, 
             if p.dtype == cdt and s.dtype == cdt:
                 (torch.add if sign > 0 else torch.sub)(sf, step, out=pf)
             else:
-                pf.copy_((sf.to(cdt) + step if sign > 0 else sf.to(cdt) - step).to(p.dtype))
+                # = pf.copy_((sf.to(cdt) +- step).to(p.dtype)) bit for bit (the add promotes sf to
+                # cdt exactly; copy_ rounds to p.dtype as .to does), in two passes and no new tensor
+                (torch.add if sign > 0 else torch.sub)(sf, step, out=step)
+                pf.copy_(step)
 
 
 def _move_inplace_pieces(tensors: list[Tensor], pieces, tau: Tensor, coef: float) -> None:
@@ -709,8 +712,9 @@ def _move_inplace_pieces(tensors: list[Tensor], pieces, tau: Tensor, coef: float
             pf = p.view(-1)[lo:hi]
             if p.dtype == cdt:
                 pf.add_(step)
-            else:
-                pf.copy_((pf.to(cdt) + step).to(p.dtype))
+            else:  # = pf.copy_((pf.to(cdt) + step).to(p.dtype)) bit for bit (see above)
+                torch.add(pf, step, out=step)
+                pf.copy_(step)
 
 
 def _piece_source(tensors: list[Tensor], seed: int | None, distribution: str, batch_dims: int):
