@@ -34,7 +34,6 @@ Command: ``python -m zotheory.benchmarks.distributed [--full] [--out FILE.csv]``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import statistics
@@ -60,14 +59,6 @@ CASES = (
 QUICK_CASES = ("full/zo_sgd", "lora/jaguar_signsgd_k8", "lora/adam")
 
 
-@dataclasses.dataclass(frozen=True)
-class _Ex:
-    context: str
-    candidates: tuple
-    label: int
-    uid: str = ""
-
-
 class SyntheticTask:
     """Two-label sentences from a fixed generator (no data files)."""
 
@@ -78,6 +69,8 @@ class SyntheticTask:
     def __init__(self, n_train: int = 256, n_eval: int = 16) -> None:
         import torch
 
+        from zotheory.llm.tasks import Example
+
         self.data = {}
         for k, (name, n) in enumerate((("train", n_train), ("dev", n_eval), ("test", n_eval))):
             g = torch.Generator().manual_seed(7 + k)
@@ -87,7 +80,7 @@ class SyntheticTask:
                 words = self.GOOD if pos else self.BAD
                 w = words[int(torch.randint(0, len(words), (1,), generator=g))]
                 noun = self.NOUNS[int(torch.randint(0, len(self.NOUNS), (1,), generator=g))]
-                out.append(_Ex(f"The {noun} of this movie is {w}, all in all. It was", (" terrible", " great"),
+                out.append(Example(f"The {noun} of this movie is {w}, all in all. It was", (" terrible", " great"),
                                int(pos), f"{name}{i}"))
             self.data[name] = out
 
