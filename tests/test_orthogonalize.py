@@ -199,6 +199,12 @@ def test_in_place_iterations_give_the_bits_of_the_expression_form(method, shape,
     assert got.dtype == want.dtype == dtype
     assert torch.equal(got.float(), want.float())
     assert torch.equal(A, A0)
+    # overwrite_input=True: the same bits, computed in A's storage when A is in the compute dtype
+    lent = A.clone()
+    got = orthogonalize(lent, method, 3, batch_dims=len(shape) - 2, overwrite_input=True)
+    assert torch.equal(got.float(), want.float())
+    if dtype != torch.bfloat16 and A.numel() and shape[-2] <= shape[-1]:
+        assert got.data_ptr() == lent.data_ptr()  # no new buffer for the iterate
 
 
 @SETTINGS

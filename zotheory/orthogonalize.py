@@ -100,6 +100,7 @@ def orthogonalize(
     steps: int | None = None,
     *,
     batch_dims: int = 0,
+    overwrite_input: bool = False,
 ) -> torch.Tensor:
     """Orthogonalize the last two dimensions of ``A`` (shape ``(*batch, m, n)``).
 
@@ -116,6 +117,11 @@ def orthogonalize(
         validated when given).
     batch_dims:
         Number of leading batch dimensions; every matrix is orthogonalized on its own.
+    overwrite_input:
+        ``True`` lets Newton-Schulz normalise ``A`` in place and iterate in its storage when
+        ``A`` is already in the compute dtype (one ``A``-sized buffer less; the result is
+        bitwise the same). For a temporary the caller does not read again, e.g. ZO-Muon's
+        ``scale * z``. ``A``'s values are then unspecified. Ignored by ``"exact"``.
 
     Returns
     -------
@@ -135,7 +141,8 @@ def orthogonalize(
         out = _polar_exact(X)
     else:
         K = DEFAULT_STEPS[method] if steps is None else steps
-        out = _newton_schulz(X, method, K)
+        owned = X is not A or bool(overwrite_input)  # .to made a copy, or the caller lends A
+        out = _newton_schulz(X, method, K, owned)
     return out.to(A.dtype)
 
 
@@ -150,14 +157,16 @@ def _polar_exact(X: torch.Tensor) -> torch.Tensor:
     return (U * keep.unsqueeze(-2).to(X.dtype)) @ Vh
 
 
-def _newton_schulz(X: torch.Tensor, method: str, K: int) -> torch.Tensor:
+def _newton_schulz(X: torch.Tensor, method: str, K: int, owned: bool = False) -> torch.Tensor:
+    """``owned``: X is a temporary of the caller's, free to normalise in place (same bits as ``X / norm``)."""
     transpose = X.shape[-2] > X.shape[-1]
     if transpose:
         X = X.mT
     norm = torch.linalg.vector_norm(X, dim=(-2, -1), keepdim=True)
     # Numerical guard: a zero matrix has ||A||_F = 0; dividing by 1 keeps it zero,
     # and both iterations map 0 to 0.
-    X = X / torch.where(norm == 0, torch.ones_like(norm), norm)  # a new tensor: ours to overwrite
+    divisor = torch.where(norm == 0, torch.ones_like(norm), norm)
+    X = X.div_(divisor) if owned else X / divisor  # from here on X is ours to overwrite
     # The iterations below are ``X <- 1.5 X - 0.5 X X^T X`` (ns3) and ``X <- a X + (b G + c G G) X``
     # (ns5), written with the same operations in the same order as those expressions (so the same
     # bits) but updating X in place: at most two X-sized buffers are alive at once (X and the

@@ -108,8 +108,8 @@ def update(
     """``(Newton_Schulz(scale * E), new_state)``. Pure: no buffers (``inplace`` is accepted
     for the common interface and changes nothing)."""
     _check_ns(orthogonalization, ns_steps)
-    G = dense_direction(estimate, state.param)
-    direction = orthogonalize(G, orthogonalization, ns_steps, batch_dims=state.batch_dims)
+    G = dense_direction(estimate, state.param)  # a fresh tensor: Newton-Schulz may work in it
+    direction = orthogonalize(G, orthogonalization, ns_steps, batch_dims=state.batch_dims, overwrite_input=True)
     return direction, dataclasses.replace(state, step=state.step + 1)
 
 
