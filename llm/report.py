@@ -55,16 +55,17 @@ def collect(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         ev = res.parent / "evals.parquet"
         if ev.exists():
             e = pd.read_parquet(ev)
-            e["label"], e["task"], e["seed"] = row["label"], row["task"], row["seed"]
+            e["label"], e["task"], e["seed"], e["lr"] = row["label"], row["task"], row["seed"], row["lr"]
             evals.append(e)
     return pd.DataFrame(runs), (pd.concat(evals, ignore_index=True) if evals else pd.DataFrame())
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread (std, min, max) over seeds per task and configuration."""
-    g = runs.groupby(["task", "label", "lora"], sort=False)
+    """Mean and spread (std, min, max) over seeds per task and configuration (step size included:
+    runs of one method at two step sizes are two rows)."""
+    g = runs.groupby(["task", "label", "lora", "lr"], sort=False, dropna=False)
     out = g.agg(
-        seeds=("seed", "nunique"), steps=("steps", "max"), lr=("lr", "first"),
+        seeds=("seed", "nunique"), steps=("steps", "max"),
         forward_passes=("forward_passes", "max"), train_minutes=("train_wall_time_s", lambda s: s.mean() / 60),
         peak_memory_mb=("peak_memory_mb", "max"),
         zero_shot_test=("zero_shot_test", "mean"),
@@ -98,10 +99,10 @@ def plot(evals: pd.DataFrame, out: Path) -> list[Path]:
     dev = evals[evals["split"] == "dev"]
     for task, sub in dev.groupby("task"):
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for label, g in sub.groupby("label", sort=False):
+        for (label, lr), g in sub.groupby(["label", "lr"], sort=False, dropna=False):
             curve = g.groupby("forward_passes")["accuracy"].agg(["mean", "min", "max"]).reset_index()
             line, = ax.plot(curve["forward_passes"], curve["mean"], marker="o", ms=3,
-                            label=f"{label} ({g['seed'].nunique()} seeds)")
+                            label=f"{label}, lr {lr:g} ({g['seed'].nunique()} seeds)")
             ax.fill_between(curve["forward_passes"], curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
         ax.set(xlabel="forward passes (first-order methods: one forward + one backward per step)", ylabel="dev accuracy",
                title=f"{task}: dev accuracy against forward passes (band: min-max over seeds)")

@@ -34,6 +34,13 @@ runs() {
     if [ "$s" = 0 ]; then
       # Algorithm 1 as written (k = 8 coordinates per step, 16 forward passes) at the ZO-SGD forward budget
       echo "sent-jaguar_signsgd-k8-s0|$SENT --method jaguar_signsgd --opt coords_per_step=8 --lr 1e-4 --tau 1e-2 --steps 38 --seed 0"
+      # step-size sweep of the sign methods (seed 0, selection on dev): lr 1e-4 / 2e-3 above barely moved
+      for lr in 1e-3 3e-3; do
+        echo "sweep-sent-jaguar_signsgd-block-lr$lr-s0|$SENT --method jaguar_signsgd --opt mode=block --lr $lr --tau 1e-2 --steps 300 --seed 0"
+      done
+      for lr in 1e-2 3e-2; do
+        echo "sweep-sent-jaguar_muon-block-lr$lr-s0|$SENT --method jaguar_muon --opt mode=block --lr $lr --tau 1e-2 --steps 300 --seed 0"
+      done
     fi
   done
 }

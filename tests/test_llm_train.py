@@ -361,13 +361,16 @@ def test_finetune_report_summarises_saved_runs(tmp_path):
 
     for seed in (0, 1):
         train(config(tmp_path, seed=seed, out_dir=str(tmp_path / "runs" / f"s{seed}")), task=ToyTask())
+    lr = json.loads((tmp_path / "runs" / "s0" / "result.json").read_text())["lr"]
+    train(config(tmp_path, seed=0, lr=3 * lr, out_dir=str(tmp_path / "runs" / "other-lr")), task=ToyTask())
     out = report.make_report(tmp_path / "runs", tmp_path / "fig")
     runs, _ = report.collect(tmp_path / "runs")
     summary = report.summarise(runs)
-    assert out["runs"] == 2 and len(summary) == 1
-    row = summary.iloc[0]
+    assert out["runs"] == 3 and len(summary) == 2  # a step size of its own is a row of its own
+    row = summary[summary["lr"] == lr].iloc[0]
     assert row["seeds"] == 2 and row["forward_passes"] == 12
-    assert row["test_mean"] == pytest.approx(runs["test_at_best"].mean())
+    assert row["test_mean"] == pytest.approx(runs[runs["lr"] == lr]["test_at_best"].mean())
+    assert summary[summary["lr"] == 3 * lr].iloc[0]["seeds"] == 1
     assert (tmp_path / "fig" / "llm_toy.png").exists()
     assert "| toy | zo_sgd nll-loss |" in (tmp_path / "fig" / "llm_report.md").read_text()
     with pytest.raises(FileNotFoundError, match="no finished fine-tuning runs"):
