@@ -41,6 +41,10 @@ runs() {
       for lr in 1e-2 3e-2; do
         echo "sweep-sent-jaguar_muon-block-lr$lr-s0|$SENT --method jaguar_muon --opt mode=block --lr $lr --tau 1e-2 --steps 300 --seed 0"
       done
+    else
+      # seeds 1 and 2 at the step size the sweep selected on dev (seed 0 is the sweep's run)
+      echo "sent-jaguar_signsgd-block-lr1e-3-s$s|$SENT --method jaguar_signsgd --opt mode=block --lr 1e-3 --tau 1e-2 --steps 300 --seed $s"
+      echo "sent-jaguar_muon-block-lr1e-2-s$s|$SENT --method jaguar_muon --opt mode=block --lr 1e-2 --tau 1e-2 --steps 300 --seed $s"
     fi
   done
 }
