@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bitwise import bits
 from zotheory import estimators as est
 from zotheory.directions import generate_directions
 from zotheory.estimators import NonFiniteOracleError
@@ -25,18 +26,6 @@ U64 = torch.finfo(torch.float64).eps / 2  # unit roundoff of float64
 seeds = st.integers(0, 2**31 - 1)
 log_tau = st.floats(-4.0, 1.0)  # tau = 10 ** log_tau
 small_dims = st.integers(1, 6)
-
-INT_VIEW = {
-    torch.float64: torch.int64,
-    torch.float32: torch.int32,
-    torch.bfloat16: torch.int16,
-    torch.float16: torch.int16,
-}
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().clone().view(INT_VIEW[t.dtype])
-
 
 def randn(shape, seed: int, dtype=torch.float64, scale: float = 1.0) -> torch.Tensor:
     return (torch.randn(shape, generator=make_generator(seed), dtype=torch.float64) * scale).to(dtype)

@@ -14,6 +14,7 @@ import dataclasses
 import pytest
 import torch
 
+from bitwise import bits, same_bits
 from zotheory import estimators
 from zotheory.algorithms import adam, fo_sgd, jaguar_muon, jaguar_signsgd, zo_adamm, zo_muon, zo_sgd, zo_signsgd
 from zotheory.algorithms._zo_common import draw_seed
@@ -34,18 +35,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserW
 
 ZO = ("jaguar_signsgd", "jaguar_muon", "zo_sgd", "zo_signsgd", "zo_adamm", "zo_muon")
 FO = ("fo_sgd", "adam")
-INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16,
-            torch.float64: torch.int64}
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().clone().view(INT_VIEW[t.dtype])
-
-
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b))
-
-
 # --------------------------------------------------------------------------- closed-form problems
 
 SHAPES = [(3, 4), (5,), (2, 3)]

@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 import torch
 
+from bitwise import bits
 from zotheory.estimators import gaussian_two_point, jaguar_coordinates
 from zotheory.orthogonalize import orthogonalize
 from zotheory.synthetic.runner import RunSpec
@@ -35,13 +36,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserW
               pytest.mark.usefixtures("one_thread")]
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().clone().view(INT_VIEW[t.dtype])
-
-
 def _kill_hook(name_env: str = "ZOT_KILL_NAME", count_env: str = "ZOT_KILL_AT") -> str:
     """Source installing an ``os.replace`` wrapper that SIGKILLs its own process on the N-th
     rename onto a file called $ZOT_KILL_NAME (or ending with it): the temporary file is
