@@ -24,6 +24,7 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from bitwise import bits, same_bits  # noqa: E402
 import zotheory.directions as directions  # noqa: E402
 from zotheory import estimators  # noqa: E402
 from zotheory.algorithms._zo_common import draw_seed  # noqa: E402
@@ -34,18 +35,6 @@ from zotheory.llm.models import named_trainable_parameters  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning"),
               pytest.mark.usefixtures("one_thread")]
-
-INT_VIEW = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16,
-            torch.float64: torch.int64}
-
-
-def bits(t: torch.Tensor) -> torch.Tensor:
-    return t.detach().clone().view(INT_VIEW[t.dtype])
-
-
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(bits(a), bits(b))
-
 
 def peek_seed(opt) -> int:
     g = torch.Generator()
