@@ -45,9 +45,9 @@ tensor's direction at a time.
 
 Speed (measured by ``zotheory.benchmarks.llm_step``; every fast path is bitwise the
 plain one, ``tests/test_bench_llm.py``): the estimators perturb in place on the
-regenerated ``z`` (no temporaries), the JAGUAR coordinate split is one stable sort
-(not a mask per tensor), and ``lr * D`` is formed in ``D``'s storage when ``D`` is a
-temporary.
+regenerated ``z`` (no temporaries), the JAGUAR coordinate split (``split_coordinates``)
+is one stable sort (not a mask per tensor), and ``lr * D`` is formed in ``D``'s storage
+when ``D`` is a temporary.
 
 JAGUAR SignSGD in its pseudocode form (Algorithm 1)
 ---------------------------------------------------
@@ -230,41 +230,6 @@ def _move_owned(x: torch.Tensor, lr: Any, direction: torch.Tensor, state: Any) -
         return
     with torch.no_grad():
         x.sub_(direction.mul_(float(lr)).to(x.dtype))
-
-
-def _split_by_tensor(estimate: CoordinateEstimate, numels: Sequence[int]) -> list[CoordinateEstimate | None]:
-    """:func:`zotheory.estimates.split_coordinates`'s result, by one stable sort.
-
-    ``split_coordinates`` builds a mask per tensor (time ``O(tensors x indices)``: seconds
-    for a block estimate over a model's 1e2..1e3 tensors); this sorts the indices by owner
-    once (stable, so each tensor's indices keep their input order) and slices. Same
-    indices, values and order; indices outside ``[0, sum(numels))`` fall back to it.
-    """
-    idx = estimate.indices
-    total = sum(int(n) for n in numels)
-    if idx.ndim != 1 or idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= total:
-        return split_coordinates(estimate, numels)
-    offsets = [0]
-    for n in numels:
-        offsets.append(offsets[-1] + int(n))
-    ends = torch.tensor(offsets[1:], dtype=idx.dtype, device=idx.device)
-    owner = torch.searchsorted(ends, idx, right=True)
-    out: list[CoordinateEstimate | None] = [None] * len(numels)
-    if idx.numel() == 1:
-        t = int(owner[0])
-        out[t] = CoordinateEstimate(indices=idx - offsets[t], values=estimate.values.clone(), mode=estimate.mode,
-                                    oracle_calls=estimate.oracle_calls)
-        return out
-    order = torch.argsort(owner, stable=True)
-    counts = torch.bincount(owner, minlength=len(numels)).tolist()
-    sorted_idx, sorted_val = idx[order], estimate.values[order]
-    lo = 0
-    for t, n in enumerate(counts):
-        if n:
-            out[t] = CoordinateEstimate(indices=sorted_idx[lo : lo + n] - offsets[t], values=sorted_val[lo : lo + n],
-                                        mode=estimate.mode, oracle_calls=estimate.oracle_calls)
-            lo += n
-    return out
 
 
 class ShellOptimizer(torch.optim.Optimizer):
@@ -508,7 +473,7 @@ class _JaguarBase(ZeroOrderOptimizer):
 
     def apply_estimate(self, estimate: CoordinateEstimate) -> None:
         views = self._views()
-        pieces = _split_by_tensor(estimate, [v.numel() for v in views])
+        pieces = split_coordinates(estimate, [v.numel() for v in views])
         lr = self.hp["lr"]
         reset = self.hp.get("reset_momentum", False)
         for i, (view, piece) in enumerate(zip(views, pieces)):

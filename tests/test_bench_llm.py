@@ -215,18 +215,34 @@ def test_fast_shell_paths_equal_the_plain_paths_bitwise(monkeypatch, method, hp,
                 assert same_bits(getattr(sa, name), getattr(sb, name))
 
 
+def _mask_split(idx, values, numels):
+    """What split_coordinates must return, tensor by tensor with a mask (input order kept)."""
+    out, lo = [], 0
+    for n in numels:
+        m = (idx >= lo) & (idx < lo + n)
+        out.append((idx[m] - lo, values[m]) if bool(m.any()) else None)
+        lo += n
+    return out
+
+
 def test_sort_based_splits_equal_the_mask_based_ones():
     g = torch.Generator().manual_seed(0)
-    numels = [12, 1, 40, 7, 300]
+    numels = [12, 1, 0, 40, 7, 300]  # an empty tensor owns nothing
     total = sum(numels)
-    for k in (1, 5, 64, 200):
-        idx = torch.randperm(total, generator=g)[:k]
-        est = CoordinateEstimate(indices=idx, values=torch.randn(k, generator=g), mode="coordinate", oracle_calls=2)
-        fast, ref = optim._split_by_tensor(est, numels), split_coordinates(est, numels)
-        for f, r in zip(fast, ref):
+    cases = [torch.randperm(total, generator=g)[:k] for k in (1, 5, 64, 200)]
+    cases.append(torch.tensor([total + 3, 5, -1, 13, 5]))  # out of range: dropped; repeats kept in order
+    cases.append(torch.tensor([], dtype=torch.long))
+    for idx in cases:
+        values = torch.randn(idx.numel(), generator=g)
+        est = CoordinateEstimate(indices=idx, values=values, mode="coordinate", oracle_calls=2)
+        got = split_coordinates(est, numels)
+        for f, r in zip(got, _mask_split(idx, values, numels), strict=True):
             assert (f is None) == (r is None)
             if f is not None:
-                assert torch.equal(f.indices, r.indices) and torch.equal(f.values, r.values)
+                assert torch.equal(f.indices, r[0]) and torch.equal(f.values, r[1])
+                assert f.values.data_ptr() != values.data_ptr() and f.mode == "coordinate" and f.oracle_calls == 2
+        if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= total:
+            continue
         tensors = [torch.zeros(n) for n in numels]
         offsets = [sum(numels[:j]) for j in range(len(numels) + 1)]
         parts = estimators._split_global(tensors, idx)

@@ -118,7 +118,7 @@ from torch import Tensor
 
 from ._checks import check_choice, check_in_range, check_int_at_least, check_positive, check_tensor_rank
 from .directions import iter_direction_chunks, iter_directions
-from .estimates import DIRECTION_DISTRIBUTIONS, CoordinateEstimate, DirectionEstimate
+from .estimates import DIRECTION_DISTRIBUTIONS, CoordinateEstimate, DirectionEstimate, group_by_tensor
 from .random import sample_coordinates
 
 __all__ = [
@@ -384,24 +384,13 @@ def _split_global(
 
     One host transfer of the indices; work proportional to the tensors actually hit.
     """
-    offsets = _offsets([p.numel() for p in tensors])
+    numels = [p.numel() for p in tensors]
+    offsets = _offsets(numels)
     flat_cpu = flat.reshape(-1).cpu()
-    owner = torch.searchsorted(torch.tensor(offsets[1:], dtype=torch.long), flat_cpu, right=True)
-    if flat_cpu.numel() == 1:
-        t = int(owner[0])
-        return [_locate(tensors[t], (flat_cpu - offsets[t]).to(tensors[t].device), 0)]
-    # One stable sort by owner instead of a mask per tensor (a mask per tensor costs
-    # O(tensors x indices)); the stable order keeps each tensor's indices in input order.
-    order = torch.argsort(owner, stable=True)
-    counts = torch.bincount(owner, minlength=len(tensors)).tolist()
-    sorted_flat = flat_cpu[order]
     parts = []
-    lo = 0
-    for t, n in enumerate(counts):
-        if n:
-            local = sorted_flat[lo : lo + n] - offsets[t]
-            parts.append(_locate(tensors[t], local.to(tensors[t].device), 0))
-            lo += n
+    for t, pos in group_by_tensor(flat_cpu, numels):
+        local = flat_cpu[pos] - offsets[t]
+        parts.append(_locate(tensors[t], local.to(tensors[t].device), 0))
     return parts
 
 
