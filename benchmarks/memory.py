@@ -514,6 +514,13 @@ def scaling(quick: bool = True, progress: bool = True, *, sizes: Sequence[str] |
     import pandas as pd
 
     sizes = tuple(sizes) if sizes is not None else (SCALING_SIZES_QUICK if quick else SCALING_SIZES_FULL)
+    known = [m[0] for m in METHODS if "ft" in m[2]]
+    unknown = [m for m in memory_methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown memory_methods {unknown}; full fine-tuning methods are {known}")
+    unknown = [c for c in sizes if c not in OPT_CONFIGS]
+    if unknown:
+        raise ValueError(f"unknown sizes {unknown}; known OPT configs are {sorted(OPT_CONFIGS)}")
     rows: list[dict] = []
     reused = {}
     if reuse is not None and len(reuse):
@@ -529,11 +536,9 @@ def scaling(quick: bool = True, progress: bool = True, *, sizes: Sequence[str] |
             if (config, label) in reused:
                 mem_rows.append(dict(reused[(config, label)]))
                 continue
-            entry = next(m for m in METHODS if m[0] == label)
             res = run(quick=False, progress=progress, methods=[label], modes=("ft",), config=config,
                       check_memory=check_memory)
             mem_rows += res.to_dict("records")
-            del entry
         for m in mem_rows:
             rows.append(dict(benchmark="scaling", kind="peak_memory", model=config, method=m["method"], case="",
                              mode="ft", params=m["params"], peak_rss=m.get("peak_rss"), status=m.get("status"),

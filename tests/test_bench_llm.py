@@ -128,6 +128,13 @@ def test_memory_worker_returns_a_positive_rss_for_a_tiny_config():
     assert res["state_numel"] == 0 and res["trainable"] == res["params"] > 0
 
 
+def test_scaling_names_unknown_methods_and_sizes():
+    with pytest.raises(ValueError, match=r"unknown memory_methods \['zo_sdg'\].*zo_sgd"):
+        memory.scaling(memory_methods=("inference", "zo_sdg"))
+    with pytest.raises(ValueError, match=r"unknown sizes \['opt-7b'\].*opt-1.3b"):
+        memory.scaling(sizes=("opt-7b",))
+
+
 def test_memory_reports_a_skip_instead_of_launching_what_cannot_fit(monkeypatch):
     monkeypatch.setattr(memory, "_available_bytes", lambda: 2**20)
     res = memory.measure("opt-2m", "adam", "ft", batch=2, seq_len=8, steps=1)
