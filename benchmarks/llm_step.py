@@ -3,7 +3,7 @@ r"""Cost of one optimizer step on a language model, against the forward-pass flo
 A zero-order step cannot cost less than the forward passes it needs: 2 for a two-point
 method (ZO-SGD, ZO-SignSGD with ``q = 1``, ZO-AdaMM, ZO-Muon, JAGUAR ``mode="block"``),
 ``2k`` for JAGUAR with ``k`` coordinates. :func:`run` times one step of every zero-order
-shell of :mod:`zotheory.llm.optim` and divides it by that floor, measured in the same
+optimizer of :mod:`zotheory.optim` and divides it by that floor, measured in the same
 process, interleaved with the steps (:func:`zotheory.benchmarks.timing.interleaved_times`),
 so that load on the shared machine cancels in the ratio::
 
@@ -243,7 +243,7 @@ def steady_state(opt, case: str, *, steps: int = STEADY_STEPS, seed: int = 1, in
         sd = None
     else:
         sd = opt.state_dict()
-        momenta = [st["momentum"] for st in sd["states"]]
+        momenta = [st["momentum"] for _, st in sorted(sd["state"].items())]
     g = torch.Generator().manual_seed(seed)
     numels = [m.numel() for m in momenta]
     total = sum(numels)
@@ -266,7 +266,7 @@ def steady_state(opt, case: str, *, steps: int = STEADY_STEPS, seed: int = 1, in
                 nnz += local.numel()
                 lo += c
     if in_place:
-        opt._after_load()  # re-derive the shell's bookkeeping (touched tensors, supports) from the buffers
+        opt.refresh_caches()  # re-derive the kernels' supports from the buffers
     else:
         opt.load_state_dict(sd)
     return nnz
@@ -353,7 +353,7 @@ def run(quick: bool = True, progress: bool = True, *, modes: Iterable[str] = ("l
     """
     import pandas as pd
 
-    from zotheory.llm import optim
+    from zotheory import optim
     from zotheory.llm.models import named_trainable_parameters, trainable_parameters
 
     reps = (7 if quick else 5) if reps is None else int(reps)
@@ -475,7 +475,7 @@ def overhead_breakdown(quick: bool = True, *, mode: str = "ft", reps: int = 3, b
     import pandas as pd
 
     from zotheory.directions import iter_direction_chunks
-    from zotheory.llm import optim
+    from zotheory import optim
     from zotheory.llm.models import trainable_parameters
 
     torch.set_num_threads(1)
@@ -522,7 +522,7 @@ def profile_step(method: str, case_hp: dict | None = None, *, mode: str = "ft", 
     """torch.profiler table (self CPU time) of ``steps`` optimizer steps of one case, after one warm-up."""
     from torch.profiler import ProfilerActivity, profile
 
-    from zotheory.llm import optim
+    from zotheory import optim
     from zotheory.llm.models import trainable_parameters
 
     torch.set_num_threads(1)

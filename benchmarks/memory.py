@@ -11,7 +11,7 @@ zotheory.benchmarks.memory --worker SPEC``) that
    pool (no temporary the size of a tensor, so the build's own peak is the weights):
    ``rss_after_build`` / ``peak_after_build``;
 3. for ``lora``, wraps it with peft LoRA (``r = 8``, ``alpha = 16``, q/v; adapters in fp32);
-4. makes the optimizer (``state_numel`` is :func:`zotheory.llm.optim.state_numel`, the
+4. makes the optimizer (``state_numel`` is :func:`zotheory.optim.state_numel`, the
    function behind the documented state-size table) and runs **2 steps** on one batch of
    **16 sequences x 64 tokens** (classification loss at the last position, as
    :mod:`zotheory.benchmarks.llm_step`); ``inference`` runs 2 forward passes under
@@ -136,7 +136,7 @@ COLUMNS = ("benchmark", "method", "optimizer", "mode", "model", "params", "train
            "state_bytes", "saved_copy_bytes", "documented_state_numel", "estimated_bytes", "ratio_to_inference",
            "net_ratio_to_inference", "excess_over_inference_plus_state", "seconds", "hyperparameters")
 
-# d multiples of the documented table in zotheory.llm.optim (state numbers per trainable number)
+# d multiples of the documented table in zotheory.optim (state numbers per trainable number)
 DOCUMENTED_STATE = {"inference": 0, "fo_sgd": 0, "adam": 2, "zo_sgd": 0, "zo_signsgd": 0, "zo_adamm": 3,
                     "jaguar_signsgd": 1, "jaguar_muon": 1, "zo_muon": 0}
 
@@ -237,7 +237,7 @@ def _worker(spec: dict) -> dict:
     import transformers  # noqa: F401  (imports counted in the baseline)
     import peft  # noqa: F401
 
-    from zotheory.llm import optim
+    from zotheory import optim
     from zotheory.llm.models import apply_lora, trainable_parameters
 
     from .llm_step import make_batch, make_closure, steady_state
@@ -458,7 +458,7 @@ def _step_times(config: str, *, reps: int, warmup: int, batch: int, seq_len: int
 
     import torch
 
-    from zotheory.llm import optim
+    from zotheory import optim
     from zotheory.llm.models import apply_lora, trainable_parameters
 
     from .llm_step import _with_cpu_time, make_batch, make_closure, steady_state

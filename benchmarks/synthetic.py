@@ -59,7 +59,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .timing import interleaved_times, median_time
+from .timing import interleaved_times
 
 __all__ = [
     "COLUMNS",

@@ -3,9 +3,9 @@ r"""Data-parallel fine-tuning on ``torch.distributed``: zero-order steps exchang
 Why it is cheap. A zero-order step needs the loss at a few perturbed points
 (``f(x + tau e_i)``, ``f(x - tau e_i)``, ``f(x +- tau z)``), never a gradient.
 Every worker (a *rank*) holds the full model (or its LoRA adapters) and builds
-the optimizer shell with the same seed, so every rank draws the same
-coordinates / Gaussian seeds from the shell's own ``torch.Generator``
-(:mod:`zotheory.llm.optim`) and perturbs the same entries. Each rank evaluates
+the optimizer with the same seed, so every rank draws the same
+coordinates / Gaussian seeds from the optimizer's own ``torch.Generator``
+(:mod:`zotheory.optim`) and perturbs the same entries. Each rank evaluates
 the oracle on **its own shard** of the step's batch; the wrapped closure then
 all-reduces the two numbers ``[mean_loss_r * n_r, n_r]`` (float64) and returns
 ``sum_r mean_r n_r / sum_r n_r``: the mean loss over the **union batch**. The
@@ -225,7 +225,8 @@ def _unflatten_grads(params: Sequence[torch.Tensor], flat: dict[torch.dtype, tor
 
 
 def _leaf_loss(value: torch.Tensor) -> torch.Tensor:
-    """A leaf the first-order shell may call ``backward`` on without touching the parameters."""
+    """The returned loss: a leaf (the closure has set every ``p.grad`` itself, torch.optim's
+    convention, which the first-order optimizers follow), so nothing can backpropagate into the model."""
     return value.detach().clone().requires_grad_(True)
 
 

@@ -23,7 +23,7 @@
   does not disturb the caller's global RNG.
 * :func:`trainable_parameters` / :func:`named_trainable_parameters` -- the
   parameters with ``requires_grad`` in ``named_parameters`` order (shared /
-  tied tensors once). That list is what the optimizer shells act on.
+  tied tensors once). That list is what the optimizers act on.
 
 Out of memory on load. Before loading a checkpoint, :func:`load_model`
 estimates the bytes its weights take in the requested dtype
@@ -424,5 +424,5 @@ def named_trainable_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def trainable_parameters(model) -> list[torch.nn.Parameter]:
-    """The parameters with ``requires_grad`` (what the optimizer shells act on)."""
+    """The parameters with ``requires_grad`` (what the optimizers act on)."""
     return [p for _, p in named_trainable_parameters(model)]

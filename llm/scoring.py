@@ -36,12 +36,12 @@ difference ``f(x + tau e) - f(x - tau e)`` is taken in float32 (the estimators
 take it in ``promote_types(param dtype, value dtype)``). The logits themselves
 are computed in the model's dtype: with bf16/fp16 weights the forward pass's
 own rounding (about ``1e-2`` relative in bf16) limits how small a difference
-can be resolved; see :mod:`zotheory.llm.optim` for the precision rule.
+can be resolved; see :mod:`zotheory.optim` for the precision rule.
 
 Gradients: :func:`score` and :func:`accuracy` always run under
 ``torch.no_grad()``; :func:`candidate_loss` does too unless ``grad=True``
 (the first-order references). :func:`loss_closure` tokenises and pads a batch
-once and returns the zero-argument closure an optimizer shell calls 2..2k
+once and returns the zero-argument closure an optimizer calls 2..2k
 times per step.
 """
 
@@ -286,7 +286,7 @@ def loss_closure(
     """A zero-argument closure returning :func:`candidate_loss` on ``examples``.
 
     The examples are tokenised and padded once; every call runs the model on the
-    model's *current* parameters (what the optimizer shells need: 2..2k calls per step).
+    model's *current* parameters (what the optimizers need: 2..2k calls per step).
     ``loss="nll"``: minus the mean log-probability of the correct candidate's tokens
     (the label tokens only). ``loss="classification"``: MeZO's
     ``train_as_classification``: cross-entropy of the label over the candidates'
@@ -317,6 +317,52 @@ def loss_closure(
             return torch.nn.functional.cross_entropy(table, labels.to(means.device))
 
     return closure
+
+
+class _Functional:
+    """A model called with given parameter tensors (``torch.func.functional_call``); every
+    other attribute is the model's."""
+
+    def __init__(self, model, names: list[str]) -> None:
+        self._model, self._names, self._tensors = model, names, None
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+    def __call__(self, *args, **kwargs):
+        params = dict(zip(self._names, self._tensors))
+        return torch.func.functional_call(self._model, params, args, kwargs, strict=False)
+
+
+def functional_loss(
+    model, tok, examples: Sequence[ExampleLike], params: Sequence[torch.Tensor], *, loss: str = "nll",
+    batch_size: int | None = None,
+) -> Callable[[tuple[torch.Tensor, ...]], torch.Tensor]:
+    """:func:`loss_closure` as a function of the parameters: ``fn(tensors) -> loss`` evaluates
+    the model with ``params[i]`` replaced by ``tensors[i]`` (``torch.func.functional_call``),
+    so a jvp can differentiate it (Forward-Grad: ``zotheory.optim.ForwardGrad.step(fn)``).
+    ``params`` are parameters of ``model`` in the optimizer's order."""
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    missing = [i for i, p in enumerate(params) if id(p) not in by_id]
+    if missing:
+        raise ValueError(f"params[{missing[0]}] is not a parameter of the model")
+    proxy = _Functional(model, [by_id[id(p)] for p in params])
+    closure = loss_closure(proxy, tok, examples, grad=False, batch_size=batch_size, loss=loss)
+
+    def fn(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        if len(tensors) != len(params):
+            raise ValueError(f"fn takes {len(params)} tensors (one per parameter), got {len(tensors)}")
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        proxy._tensors = tensors
+        try:
+            # The math attention kernel has forward-mode derivatives (the fused CPU/GPU ones do not).
+            with sdpa_kernel([SDPBackend.MATH]):
+                return closure()
+        finally:
+            proxy._tensors = None
+
+    return fn
 
 
 def candidate_loss(

@@ -4,7 +4,7 @@ r"""The fine-tuning loop: a plain loop a reader can follow (no HF Trainer).
 
 1. load the task's splits (``zotheory.llm.tasks.get_task``), the model
    (``models.load_model``; LoRA via ``models.apply_lora`` when ``lora=True``) and
-   the optimizer shell (``optim.make_optimizer``) over the trainable parameters;
+   the optimizer (``zotheory.optim.make_optimizer``) over the trainable parameters;
 2. zero-shot evaluation (step 0) on dev and test;
 3. for ``t = 1..steps``: set the step's learning rate (``lr_schedule``), take the
    next ``batch_size`` training examples in a fixed-seed order, and call
@@ -71,7 +71,7 @@ Learning-rate schedules (``lr_schedule``; ``t`` = step index from 1):
 ``"power"`` ``lr * t^(-lr_power)`` (default power 0.75: the theorems'
 ``gamma ~ T^{-3/4}`` read as an anytime schedule). For JAGUAR SignSGD the
 decaying schedules are the named way to study the drift of Algorithm 1 on a
-model (see :mod:`zotheory.llm.optim`); they apply to every method alike.
+model (see :mod:`zotheory.optim`); they apply to every method alike.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ import torch
 
 from zotheory.estimators import NonFiniteOracleError
 
-from .optim import METHODS, OPTIMIZERS, hyperparameter_names, make_optimizer
+from zotheory.optim import METHODS, OPTIMIZERS, hyperparameter_names, make_optimizer
 
 __all__ = [
     "TrainConfig",
@@ -121,6 +121,14 @@ DEFAULT_LR: dict[str, tuple[float, float]] = {
     "zo_muon": (1e-4, 1e-3),
     "fo_sgd": (1e-4, 1e-2),
     "adam": (1e-5, 1e-3),
+    "acc_zom": (1e-6, 1e-3),
+    "zo_sgd_cons": (1e-6, 1e-3),
+    "zo_jaguar": (1e-3, 1e-1),
+    "lezo": (1e-6, 1e-3),
+    "jaguar_signsgd_released": (1e-6, 1e-3),
+    "forward_grad": (1e-6, 1e-3),
+    "fo_signsgd_momentum": (1e-5, 1e-4),
+    "fo_muon": (1e-4, 1e-3),
 }
 
 CHECKPOINT = "checkpoint.pt"
@@ -148,7 +156,7 @@ class TrainConfig:
 
     ``optim`` holds method hyperparameters beyond ``lr``/``tau`` (e.g.
     ``{"beta": 0.9, "coords_per_step": 8, "mode": "block"}``); see
-    ``zotheory.llm.optim.hyperparameter_names(method)``. ``tau`` is passed to
+    ``zotheory.optim.hyperparameter_names(method)``. ``tau`` is passed to
     zero-order methods only. ``lr=None`` uses :data:`DEFAULT_LR`.
     ``eval_examples`` / ``test_examples`` / ``train_examples`` cap the splits
     (first examples of each; ``None`` = all). ``checkpoint_every=None`` means
@@ -482,7 +490,7 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
 
     from . import distributed
     from .models import apply_lora, load_model, named_trainable_parameters, resolve_device
-    from .scoring import evaluate, loss_closure
+    from .scoring import evaluate, functional_loss, loss_closure
 
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -528,9 +536,9 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
     if not named:
         raise ValueError("the model has no trainable parameters")
     hyper = dict(config.optim)
-    if config.zero_order:
+    if "tau" in hyperparameter_names(config.method):
         hyper["tau"] = config.tau
-    optimizer = make_optimizer(config.method, [p for _, p in named], lr=config.resolved_lr,
+    optimizer = make_optimizer(config.method, list(named), lr=config.resolved_lr,
                                seed=_stream_seed(config.seed, "optimizer"), **hyper)
     data = DataOrder(len(train_set), _stream_seed(config.seed, "data"))
     if parallel is not None:
@@ -599,6 +607,10 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
         _write_json(out / "result.json", result)
 
     def closure_for(batch):
+        if OPTIMIZERS[config.method].kind == "forward-mode":
+            if parallel is not None:
+                raise ValueError("forward_grad is not supported with data-parallel runs")
+            return functional_loss(model, tok, batch, [p for _, p in named], loss=config.loss)
         if parallel is not None:  # this rank's shard; returns the union batch's mean loss
             return parallel.closure(
                 lambda shard: loss_closure(model, tok, shard, grad=not config.zero_order, loss=config.loss), batch)

@@ -27,10 +27,11 @@ pytest.importorskip("peft")
 from bitwise import bits, same_bits  # noqa: E402
 import zotheory.directions as directions  # noqa: E402
 from zotheory import estimators  # noqa: E402
+from zotheory.algorithms import _lists  # noqa: E402
 from zotheory.algorithms._zo_common import draw_seed  # noqa: E402
 from zotheory.benchmarks import llm_step, memory  # noqa: E402
 from zotheory.estimates import CoordinateEstimate, split_coordinates  # noqa: E402
-from zotheory.llm import optim  # noqa: E402
+from zotheory import optim  # noqa: E402
 from zotheory.llm.models import named_trainable_parameters  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning"),
@@ -190,14 +191,12 @@ def test_piecewise_estimates_equal_the_per_tensor_path(monkeypatch, dtype, resto
     assert all(torch.equal(u, v) for la, lb in zip(seen["a"], seen["b"]) for u, v in zip(la, lb))
 
 
-def _run_shell(method, hp, dtype, steps=4, force_plain=False):
+def _run_shell(method, hp, dtype, steps=4, force_plain=False, monkeypatch=None):
     ps, w = _params(dtype)
     ps = [p.requires_grad_() for p in ps]
     opt = optim.make_optimizer(method, ps, lr=1e-2, seed=3, **hp)
-    if force_plain:
-        opt._elementwise = False  # the per-tensor update path
-        if hasattr(opt, "_support"):
-            opt._support = [None] * len(ps)  # the dense JAGUAR path
+    if force_plain:  # the per-tensor update path, the dense JAGUAR path, no reused temporaries
+        monkeypatch.setattr(_lists, "FAST_PATHS", False)
     for _ in range(steps):
         opt.step(lambda: sum(((p.float() - 0.3) ** 2 * ww).sum() for p, ww in zip(ps, w)))
     return ps, opt
@@ -213,7 +212,7 @@ def _run_shell(method, hp, dtype, steps=4, force_plain=False):
 def test_fast_shell_paths_equal_the_plain_paths_bitwise(monkeypatch, method, hp, dtype):
     monkeypatch.setattr(directions, "CHUNK", 64)
     a, oa = _run_shell(method, hp, dtype)
-    b, ob = _run_shell(method, hp, dtype, force_plain=True)
+    b, ob = _run_shell(method, hp, dtype, force_plain=True, monkeypatch=monkeypatch)
     assert all(same_bits(x, y) for x, y in zip(a, b))
     for sa, sb in zip(oa.kernel_states, ob.kernel_states):
         assert sa.step == sb.step

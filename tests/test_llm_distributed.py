@@ -180,7 +180,7 @@ def _assert_same_run(a: Path, b: Path) -> None:
         assert torch.equal(ca["trainable"][n], cb["trainable"][n]), n
     oa, ob = ca["optimizer"], cb["optimizer"]
     assert torch.equal(oa["generator"], ob["generator"]) and oa["oracle_calls"] == ob["oracle_calls"]
-    for sa, sb in zip(oa["states"], ob["states"]):
+    for sa, sb in zip(oa["state"].values(), ob["state"].values(), strict=True):
         for k, v in sa.items():
             assert torch.equal(v, sb[k]) if isinstance(v, torch.Tensor) else v == sb[k], k
     assert ca["data"]["perm"] == cb["data"]["perm"] and ca["data"]["pos"] == cb["data"]["pos"]

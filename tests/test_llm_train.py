@@ -247,7 +247,7 @@ def _assert_same_state(a, b):
     oa, ob = a["optimizer"], b["optimizer"]
     assert torch.equal(oa["generator"], ob["generator"])
     assert (oa["steps"], oa["oracle_calls"]) == (ob["steps"], ob["oracle_calls"])
-    for sa, sb in zip(oa["states"], ob["states"]):
+    for sa, sb in zip(oa["state"].values(), ob["state"].values(), strict=True):
         for k, v in sa.items():
             assert torch.equal(v, sb[k]) if isinstance(v, torch.Tensor) else v == sb[k]
     assert torch.equal(a["data"]["generator"], b["data"]["generator"])
@@ -392,3 +392,22 @@ def test_classification_loss_is_cross_entropy_over_candidate_scores():
     assert torch.allclose(nll, -s[torch.arange(6), labels].mean(), atol=1e-6)
     with pytest.raises(ValueError, match="loss must be one of"):
         loss_closure(model, tok, examples, loss="hinge")
+
+
+@pytest.mark.parametrize("method", sorted(train_mod.METHODS))
+def test_every_method_trains_through_the_loop(tmp_path, method):
+    """The training loop runs every registry algorithm (LeZO gets the parameter names, Forward-Grad a
+    functional closure) and counts its forward passes."""
+    from zotheory.algorithms import ALGORITHMS
+
+    hp = {"coords_per_step": 4} if method in ("jaguar_signsgd", "jaguar_muon") else {}
+    out = train(config(tmp_path, method=method, model="tiny-llama", lora=True, steps=2, eval_every=2,
+                       optim=hp), task=ToyTask())
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "done" and result["steps_done"] == 2
+    calls = ALGORITHMS[method].calls(hp)
+    if method == "acc_zom":
+        calls_total = 2 + 4  # 2 at the first step, 4 after
+    else:
+        calls_total = 2 * calls
+    assert result["forward_passes"] == calls_total

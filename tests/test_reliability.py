@@ -172,7 +172,7 @@ needs_llm = pytest.mark.skipif(
 )
 
 from zotheory.llm import models as models_mod  # noqa: E402
-from zotheory.llm import optim  # noqa: E402
+from zotheory import optim  # noqa: E402
 from zotheory.llm import train as train_mod  # noqa: E402
 from zotheory.llm.train import TrainConfig, train  # noqa: E402
 
@@ -271,7 +271,7 @@ def _assert_same_outputs(a: Path, b: Path) -> None:
     oa, ob = sa["optimizer"], sb["optimizer"]
     assert torch.equal(oa["generator"], ob["generator"])
     assert (oa["steps"], oa["oracle_calls"]) == (ob["steps"], ob["oracle_calls"])
-    for xa, xb in zip(oa["states"], ob["states"]):
+    for xa, xb in zip(oa["state"].values(), ob["state"].values(), strict=True):
         for k, v in xa.items():
             assert torch.equal(v, xb[k]) if isinstance(v, torch.Tensor) else v == xb[k], k
     assert torch.equal(sa["data"]["generator"], sb["data"]["generator"])
@@ -428,7 +428,10 @@ def test_muon_shells_on_non_matrix_parameters_follow_the_rule(method, non_matrix
     params = _mixed_params()
     hp = {"coords_per_step": 3} if method == "jaguar_muon" else {}
     opt = optim.make_optimizer(method, params, lr=0.01, tau=1e-2, non_matrix=non_matrix, seed=4, **hp)
-    assert [opt._state_kind(i) for i in range(4)] == ["matrix", non_matrix, non_matrix, non_matrix]
+    kinds = ["matrix" if type(s).__name__ in ("JaguarMuonState", "ZOMuonState") and p.ndim == 2 else
+             "column" if type(s).__name__ in ("JaguarMuonState", "ZOMuonState") else "sign"
+             for s, p in zip(opt.kernel_states, params)]
+    assert kinds == ["matrix", non_matrix, non_matrix, non_matrix]
     for _ in range(5):
         before = [p.detach().clone() for p in params]
         opt.step(lambda: _loss(params))
@@ -574,10 +577,10 @@ def test_unknown_names_list_the_valid_ones():
         (lambda: build("smoke", ["t_swep"]), r"unknown experiment\(s\) \['t_swep'\]; valid: \["),
         (lambda: get_task("sst9"), r"name must be one of \[.*'sentiment'.*\], got 'sst9'"),
         (lambda: optim.make_optimizer("sgd", [torch.zeros(2, requires_grad=True)], lr=0.1),
-         r"method must be one of \['adam'.*\], got 'sgd'"),
+         r"method must be one of \['acc_zom', 'adam'.*\], got 'sgd'"),
         (lambda: models_mod.parse_dtype("int8"), r"dtype must be one of \["),
         (lambda: TrainConfig(task="t", model="m", method="mezo", steps=1, out_dir="o"),
-         r"TrainConfig.method must be one of \['adam'"),
+         r"TrainConfig.method must be one of \['acc_zom', 'adam'"),
     ]
     if importlib.util.find_spec("transformers") is not None:
         cases.append((lambda: models_mod.tiny_model("gpt9"), r"arch must be one of \['llama', 'opt', 'roberta'\]"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +19,6 @@ from zotheory.synthetic.noise import StochasticOracle
 from zotheory.synthetic.problems import nuclear_norm
 from zotheory.synthetic.registry import make_problem
 from zotheory.synthetic.runner import RunSpec, _generator, group_runs, log_points, run_group
-from zotheory.synthetic.sweep import run_specs
 
 VEC = {"family": "separable_cosine", "d": 6, "a": 1.0, "b": 0.5, "w": 2.0, "x0_scale": 1.5, "seed": 1}
 MAT = {"family": "entrywise_cosine_matrix", "m": 4, "n": 3, "a": 1.0, "b": 0.5, "w": 2.0, "x0_scale": 1.5,
@@ -165,3 +162,29 @@ def test_killed_sweep_resumes_to_identical_results(tmp_path):
     for name in reference:
         pd.testing.assert_frame_equal(resumed[name], reference[name])
     assert not list(killed.rglob("*.tmp")), "a temporary file was left behind"
+
+
+MATRIX_ONLY = {"jaguar_muon", "zo_muon", "fo_muon", "zo_jaguar"}
+NO_TAU = {"forward_grad", "fo_sgd", "fo_signsgd_momentum", "fo_muon", "adam"}
+EXTRA = {"jaguar_signsgd": {"beta": 0.9}, "jaguar_muon": {"beta": 0.9}, "acc_zom": {"alpha": 0.5},
+         "jaguar_signsgd_released": {"beta": 0.9}}
+
+
+@pytest.mark.parametrize("algorithm", sorted(__import__("zotheory.algorithms", fromlist=["ALGORITHMS"]).ALGORITHMS))
+def test_the_registry_says_truly_which_algorithms_run_on_the_synthetic_engine(algorithm, capsys):
+    from zotheory.algorithms import ALGORITHMS
+    from zotheory.cli import main, runs_on
+
+    hyper = {"gamma": 0.01, **({} if algorithm in NO_TAU else {"tau": 1e-3}), **EXTRA.get(algorithm, {})}
+    specs = [RunSpec("test", MAT if algorithm in MATRIX_ONLY else VEC, algorithm, hyper, 20, s) for s in (0, 1)]
+    if ALGORITHMS[algorithm].batched:
+        frames = run_group(specs)
+        assert all(np.isfinite(f["f_gap"]).all() for f in frames.values())
+        assert runs_on(algorithm) in ("both", "synthetic")
+    else:
+        with pytest.raises(ValueError):
+            run_group(specs)
+        assert runs_on(algorithm) == "model"
+    assert main(["algorithms"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(algorithm + " "))
+    assert f" {runs_on(algorithm)} " in line

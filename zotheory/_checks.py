@@ -103,6 +103,11 @@ def check_in_range(
     return _check(name, value, f"range{interval}", ok, ok, f"in {interval} (finite)")
 
 
+def check_momentum(name: str, value: object) -> object:
+    """A momentum / moving-average coefficient: in [0, 1)."""
+    return check_in_range(name, value, 0.0, 1.0, low_closed=True, high_closed=False)
+
+
 def check_int_at_least(name: str, value: object, low: int) -> int:
     """``value`` must be an integer >= ``low`` (bools are rejected)."""
     if not isinstance(value, Integral) or isinstance(value, bool) or int(value) < low:

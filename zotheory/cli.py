@@ -63,12 +63,27 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def runs_on(name: str) -> str:
+    """Where an algorithm runs: ``synthetic`` (the batched rate engine), ``model`` (a
+    ``zotheory.optim`` optimizer over a model's parameters) or ``both``."""
+    from .algorithms import ALGORITHMS
+    from .optim import OPTIMIZERS
+
+    where = [w for w, ok in (("synthetic", ALGORITHMS[name].batched), ("model", name in OPTIMIZERS)) if ok]
+    return "both" if len(where) == 2 else where[0] if where else "none"
+
+
 def cmd_algorithms(args: argparse.Namespace) -> int:
     from .algorithms import ALGORITHMS
+    from .optim import OPTIMIZERS
 
-    width = max(len(n) for n in ALGORITHMS)
+    rows = [("name", "algorithm", "runs on", "optimizer", "status", "reference")]
     for a in ALGORITHMS.values():
-        print(f"{a.name:<{width}}  {a.title:<34} {a.status:<40} {a.reference}")
+        cls = OPTIMIZERS.get(a.name)
+        rows.append((a.name, a.title, runs_on(a.name), cls.__name__ if cls else "-", a.status, a.reference))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(f"{c:<{w}}" for c, w in zip(r, widths)) + "  " + r[-1])
     return 0
 
 

@@ -533,8 +533,41 @@ def jaguar_block(
     )
 
 
+def _row_shapes(tensors: Sequence[Tensor]) -> list[tuple[int, int]]:
+    """(rows, row length) of each tensor of a list: ``(shape[0], rest)`` for rank >= 2, one row otherwise."""
+    return [(int(p.shape[0]), p.numel() // int(p.shape[0])) if p.ndim >= 2 and p.shape[0] > 0
+            else (1, p.numel()) for p in tensors]
+
+
+def _jaguar_row_list(
+    tensors: list[Tensor], closure: Closure, tau: float | Tensor, generator: torch.Generator | None, row: int | None
+) -> CoordinateEstimate:
+    """:func:`jaguar_row` over a list of tensors: one row among all the rows of all the tensors."""
+    shapes = _row_shapes(tensors)
+    total = sum(r for r, _ in shapes)
+    tau_t = _tau_tensor(tau, (), tensors[0].device)
+    if row is None:
+        gen = _require_generator(generator, "row", "jaguar_row")
+        r = int(sample_coordinates(total, 1, gen, device=gen.device)[0])
+    else:
+        if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < total:
+            raise ValueError(f"row must be an integer in [0, {total}) (rows of all the tensors), got {row!r}")
+        r = row
+    offset = 0
+    for (rows, length), p in zip(shapes, tensors):
+        if r < rows:
+            break
+        r -= rows
+        offset += p.numel()
+    flat = offset + r * length + torch.arange(length)
+    entries = _Entries(_split_global(tensors, flat))
+    g = _central(entries, closure, tau_t, (), tensors, "f(x + tau*e_row)", "f(x - tau*e_row)")
+    return CoordinateEstimate(indices=flat.to(tensors[0].device), values=g.expand(flat.shape).clone(),
+                              mode="row", oracle_calls=2)
+
+
 def jaguar_row(
-    x: Tensor,
+    x: Tensor | Sequence[Tensor],
     closure: Closure,
     tau: float | Tensor,
     *,
@@ -550,9 +583,17 @@ def jaguar_row(
     f^(x - tau e_r)) / (2 tau)`` with ``e_r`` the row's indicator. Returns
     ``CoordinateEstimate(indices = r*d + arange(d), values = g repeated,
     mode="row", oracle_calls=2)``, both of shape ``(*batch, d)``.
+
+    A list of tensors (unbatched): the rows of all the tensors in list order (a tensor of
+    rank >= 2 has ``shape[0]`` rows of ``numel / shape[0]`` entries, a vector or a scalar
+    is one row), one drawn uniformly (``row`` = its index among all rows); ``indices`` are
+    global flat indices over the concatenation, 1-D.
     """
     if not isinstance(x, Tensor):
-        raise ValueError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        tensors, _, _ = _as_list(x, batch_dims, name="x")
+        if row is not None and isinstance(row, Tensor):
+            row = int(row)
+        return _jaguar_row_list(tensors, closure, tau, generator, row)
     tensors, _, batch_dims = _as_list(x, batch_dims, name="x")
     check_tensor_rank("x", x, 2, batch_dims=batch_dims)
     batch_shape = tuple(x.shape[:batch_dims])

@@ -68,7 +68,7 @@ Numerical choices shared by ``ns3`` and ``ns5`` (none changes the algorithm):
 Non-matrix parameters
 ---------------------
 Orthogonalization is defined for matrices only. :func:`as_matrix` states the rule
-for other tensors explicitly, and callers (optimizer shells) must choose one:
+for other tensors explicitly, and callers (the kernels' list steps) must choose one:
 
 * ``rule="error"`` (default): any tensor that is not 2-D raises ``ValueError``.
 * ``rule="column"``: a 1-D tensor of length ``d`` is viewed as a ``(d, 1)`` column,

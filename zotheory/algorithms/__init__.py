@@ -1,8 +1,10 @@
 """Update rules, one module per paper algorithm (see docs/architecture.md).
 
 :data:`ALGORITHMS` is the registry the drivers use: name -> :class:`AlgorithmInfo`
-(module, paper reference, whether the code is an exact transcription, and the
-oracle cost of one step). :func:`get_algorithm` returns the module, whose
+(module, paper reference, whether the code is an exact transcription, the
+oracle cost of one step, and whether the kernel runs batched, i.e. on the synthetic
+engine). Every kernel's ``step`` also takes a list of tensors (a model's parameters);
+:mod:`zotheory.optim` has one ``torch.optim.Optimizer`` per entry. :func:`get_algorithm` returns the module, whose
 ``init`` / ``update`` / ``step`` follow the contract.
 """
 
@@ -22,6 +24,7 @@ class AlgorithmInfo:
     status: str  # "exact" | "named variant" | "published definition (interpretation)" | "first-order reference"
     oracle: str  # "zero-order" | "first-order" | "forward-mode (jvp)"
     calls: Callable[[Mapping[str, Any]], int]  # oracle calls (or gradient / jvp calls) per step
+    batched: bool = True  # the kernel takes batch_dims=1 (runs on the synthetic engine)
 
     @property
     def module(self) -> ModuleType:
@@ -61,6 +64,11 @@ ALGORITHMS: dict[str, AlgorithmInfo] = {
         AlgorithmInfo("fo_muon", "FO-Muon", "Jordan et al. 2024", "first-order reference", "first-order",
                       lambda o: 1),
         AlgorithmInfo("adam", "Adam", "Kingma & Ba 2015", "first-order reference", "first-order", lambda o: 1),
+        AlgorithmInfo("lezo", "LeZO (layer-wise sparse ZO-SGD)", "Wang et al. 2024 (arXiv 2410.09823)",
+                      "published definition (interpretation)", "zero-order", lambda o: 2, batched=False),
+        AlgorithmInfo("jaguar_signsgd_released", "JAGUAR SignSGD (authors' released code)",
+                      "evseevgrv/ZO_LLM trainer.py zo_jaguar_step @45a6749", "named variant", "zero-order",
+                      lambda o: 2, batched=False),
     ]
 }
 

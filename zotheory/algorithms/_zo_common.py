@@ -4,8 +4,8 @@
 * :func:`per_run` -- a hyperparameter (a Python number, or a tensor of shape
   ``batch_shape``) shaped so that it broadcasts against a tensor of shape
   ``(*batch_shape, *trailing)``.
-* :func:`move` -- the parameter move ``x <- x - gamma * D`` done in place, the one
-  place every ``step`` kernel moves ``x``.
+* :func:`move` -- the parameter move ``x <- x - gamma * D`` (optionally with MeZO's
+  decoupled weight decay) done in place, the one place every ``step`` kernel moves ``x``.
 * :func:`draw_seed` -- one integer seed drawn from a ``torch.Generator`` (the MeZO
   seed trick: the kernels draw a seed per step and regenerate ``z`` from it; the
   literal references in :mod:`zotheory.reference` draw with this same call).
@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch
 
-from .._checks import check_positive
+from .._checks import check_nonnegative, check_positive
 
 # Seeds are drawn in [0, SEED_HIGH): non-negative int64 values accepted by
 # ``torch.Generator.manual_seed``.
@@ -68,11 +68,40 @@ def per_run(
     return value.to(dtype=like.dtype, device=like.device).reshape(batch + (1,) * trailing_ndim)
 
 
-def move(x: torch.Tensor, gamma: float | torch.Tensor, direction: torch.Tensor, batch_dims: int) -> None:
-    """``x <- x - gamma * direction`` in place (gamma a number or a per-run tensor)."""
+def decays(weight_decay: float | torch.Tensor) -> bool:
+    """Whether a weight decay is switched on (a non-zero number, or any per-run tensor)."""
+    return isinstance(weight_decay, torch.Tensor) or float(weight_decay) != 0.0
+
+
+def move(
+    x: torch.Tensor,
+    gamma: float | torch.Tensor,
+    direction: torch.Tensor,
+    batch_dims: int,
+    weight_decay: float | torch.Tensor = 0.0,
+    *,
+    reuse_direction: bool = False,
+) -> None:
+    """``x <- x - gamma * direction`` in place (gamma a number or a per-run tensor).
+
+    With ``weight_decay = lambda != 0`` the move is MeZO's decoupled weight decay,
+    ``x <- x - gamma * (direction + lambda * x)`` (the decay is applied to the iterate, not
+    fed to the update rule), computed in ``direction``'s dtype. ``reuse_direction=True``
+    says ``direction`` is a temporary the caller will not read again: ``gamma * D`` is then
+    formed in its storage (the same bits, one tensor fewer; numbers only for ``gamma``).
+    """
+    if not decays(weight_decay) and reuse_direction and isinstance(gamma, (int, float)) \
+            and not isinstance(gamma, bool):
+        with torch.no_grad():
+            x.sub_(direction.mul_(float(gamma)).to(x.dtype))
+        return
     g = per_run("gamma", gamma, batch_shape(x, batch_dims), x.ndim - batch_dims, direction)
     with torch.no_grad():
-        x.sub_((g * direction).to(x.dtype))
+        if not decays(weight_decay):
+            x.sub_((g * direction).to(x.dtype))
+            return
+        lam = per_run("weight_decay", weight_decay, batch_shape(x, batch_dims), x.ndim - batch_dims, direction)
+        x.sub_((g * (direction + lam * x.to(direction.dtype))).to(x.dtype))
 
 
 def draw_seed(generator: torch.Generator) -> int:
@@ -158,15 +187,17 @@ def check_state_matches(x: torch.Tensor, param: ParamSpec, state_batch_dims: int
 
 
 def check_direction_step(
-    x: torch.Tensor, state, gamma, tau, batch_dims: int
+    x: torch.Tensor, state, gamma, tau, batch_dims: int, weight_decay=0.0
 ) -> None:
     """The checks every direction-estimate kernel's ``step`` starts with: ``x``'s batch
-    dims, the state's parameter spec, ``gamma > 0`` and (unless ``None``) ``tau > 0``."""
+    dims, the state's parameter spec, ``gamma > 0``, (unless ``None``) ``tau > 0`` and
+    ``weight_decay >= 0``."""
     check_batch_dims(x, batch_dims)
     check_state_matches(x, state.param, state.batch_dims, batch_dims)
     check_positive("gamma", gamma)
     if tau is not None:
         check_positive("tau", tau)
+    check_nonnegative("weight_decay", weight_decay)
 
 
 def direction_draw(

@@ -44,6 +44,12 @@ Deviations
   restores ``x_t`` bitwise from a saved copy afterwards (also when the oracle
   raises), so the oracle always sees the live tensor ``x``. The estimate at ``x_t``
   is computed first, then the one at ``x_{t-1}``.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): the two
+estimates are taken over the whole list (the second with every tensor set to its
+``x_{t-1}``, then written back bitwise), then per tensor the update and the move
+(``gamma`` / ``alpha`` / ``weight_decay`` per tensor when given so). State per tensor:
+``v`` and ``x_{t-1}`` (two copies of the tensor), plus one transient copy during a step.
 """
 
 from __future__ import annotations
@@ -51,10 +57,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from typing import Any, Sequence
+
 import torch
 
-from .._checks import check_in_range
+from .._checks import check_in_range, check_positive
 from ..estimates import DirectionEstimate
+from . import _lists
 from ._zo_common import (
     ParamSpec,
     batch_shape,
@@ -78,7 +87,9 @@ class AccZOMState:
     batch_dims: int = 0
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> AccZOMState:
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    if _lists.is_list(x):
+        return _lists.init_states(x, init)
     check_batch_dims(x, batch_dims)
     dtype = torch.promote_types(x.dtype, torch.float32)
     return AccZOMState(
@@ -130,41 +141,68 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     oracle,
-    state: AccZOMState,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
+    gamma: float | torch.Tensor | Sequence[float],
     tau: float | torch.Tensor,
-    alpha: float | torch.Tensor,
+    alpha: float | torch.Tensor | Sequence[float],
     generator: torch.Generator | None = None,
+    restore: str = "saved",
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
     seed: int | None = None,
-    z: torch.Tensor | None = None,
+    z: torch.Tensor | Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> AccZOMState:
-    """One Acc-ZOM iteration (4 oracle calls; 2 at the first step); ``x`` moved in place."""
+) -> Any:
+    """One Acc-ZOM iteration (4 oracle calls; 2 at the first step); ``x`` (a tensor or a
+    list) moved in place."""
     from .. import estimators
 
-    check_direction_step(x, state, gamma, tau, batch_dims)
-    check_in_range("alpha", alpha, 0.0, 1.0, low_closed=False, high_closed=True)
+    listed = _lists.is_list(x)
+    if listed:
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        alphas = _lists.per_tensor("alpha", alpha, len(xs), _check_alpha)
+        check_positive("tau", tau)
+        started = any(s.step >= 1 for s in states)
+    else:
+        xs, states = [x], [state]
+        check_direction_step(x, state, gamma, tau, batch_dims, weight_decay)
+        _check_alpha("alpha", alpha)
+        started = state.step >= 1
     seed = direction_draw(generator, seed, z)
-    closure = lambda: oracle.value(x)
-    est = estimators.gaussian_two_point(x, closure, tau, seed=seed, z=z, batch_dims=batch_dims)
+    target = xs if listed else x
+    closure = _lists.closure_of(oracle, target)
+    est = estimators.gaussian_two_point(target, closure, tau, seed=seed, z=z, batch_dims=batch_dims, restore=restore)
     est_prev = None
-    if state.step >= 1:
-        x_t = x.detach().clone()
+    if started:  # g(x_{t-1}; xi_t, z_t): the same draw and the same oracle at the previous iterate
+        current = [t.detach().clone() for t in xs]
         try:
             with torch.no_grad():
-                x.copy_(state.x_prev)
+                for t, s in zip(xs, states):
+                    t.copy_(s.x_prev)
             est_prev = estimators.gaussian_two_point(
-                x, closure, tau, seed=seed, z=z, batch_dims=batch_dims
+                target, closure, tau, seed=seed, z=z, batch_dims=batch_dims, restore=restore
             )
         finally:
             with torch.no_grad():
-                x.copy_(x_t)
+                for t, c in zip(xs, current):
+                    t.copy_(c)
+        del current
+    if listed:
+        ests = [est] if est_prev is None else [est, est_prev]
+        return _lists.apply_directions(
+            xs, states, ests,
+            lambda i, t, e, s: (t, *update(e[0], s, alpha=alphas[i], x=t, previous_estimate=e[1] if len(e) > 1
+                                           else None, inplace=True)),
+            gamma=gammas, weight_decay=decay, elementwise=False)
     direction, new_state = update(
         est, state, alpha=alpha, x=x, previous_estimate=est_prev, inplace=inplace
     )
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state
+
+
+def _check_alpha(name: str, value: Any) -> None:
+    check_in_range(name, value, 0.0, 1.0, low_closed=False, high_closed=True)

@@ -33,6 +33,12 @@ Deviations
 None: the direction is ``mhat / (sqrt(vhat) + eps)`` exactly as Algorithm 1 (not the
 paper's Section 2 "more efficient" reordering, whose eps enters differently). No
 weight decay.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): the gradients
+come as ``grad=`` (one per tensor; the optimizer computes them from its closure) or from
+``oracle.grad(list)``; every one is checked finite before anything moves, then per tensor
+the update and the move (hyperparameters per tensor when given so, as parameter groups
+do). ``weight_decay`` is decoupled (in the move, MeZO's / AdamW's form), default 0.
 """
 
 from __future__ import annotations
@@ -40,9 +46,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from typing import Any, Sequence
+
 import torch
 
-from .._checks import check_in_range, check_positive
+from .._checks import check_in_range, check_nonnegative, check_positive, check_momentum
+from . import _lists
 from ._zo_common import check_batch_dims, move, per_run
 from .fo_sgd import GradientOracle, stochastic_gradient
 
@@ -59,7 +68,9 @@ class AdamState:
     batch_dims: int = 0
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> AdamState:
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    if _lists.is_list(x):
+        return _lists.init_states(x, init)
     check_batch_dims(x, batch_dims)
     dtype = torch.promote_types(x.dtype, torch.float32)
     z = lambda: torch.zeros(x.shape, dtype=dtype, device=x.device)  # noqa: E731
@@ -102,19 +113,34 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
-    oracle: GradientOracle,
-    state: AdamState,
+    x: torch.Tensor | Sequence[torch.Tensor],
+    oracle: GradientOracle | None,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
-    beta1: float | torch.Tensor = 0.9,
-    beta2: float | torch.Tensor = 0.999,
-    eps: float | torch.Tensor = 1e-8,
+    gamma: float | torch.Tensor | Sequence[float],
+    beta1: float | torch.Tensor | Sequence[float] = 0.9,
+    beta2: float | torch.Tensor | Sequence[float] = 0.999,
+    eps: float | torch.Tensor | Sequence[float] = 1e-8,
     generator: torch.Generator | None = None,
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
+    grad: Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> AdamState:
-    """One Adam step on ``x`` (moved in place). ``generator`` is unused (nothing is drawn)."""
+) -> Any:
+    """One Adam step on ``x`` (moved in place). ``generator`` is unused (nothing is drawn).
+    With ``weight_decay`` the move is decoupled (AdamW's form)."""
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        n = len(xs)
+        b1 = _lists.per_tensor("beta1", beta1, n, check_momentum)
+        b2 = _lists.per_tensor("beta2", beta2, n, check_momentum)
+        e = _lists.per_tensor("eps", eps, n, check_positive)
+        grads = _lists.gradients_of(xs, oracle, grad)
+        return _lists.apply_gradients(
+            xs, states, grads,
+            lambda i, t, g, s: (t, *update(g, s, beta1=b1[i], beta2=b2[i], eps=e[i], inplace=True)),
+            gamma=gammas, weight_decay=decay)
+    check_nonnegative("weight_decay", weight_decay)
     check_batch_dims(x, batch_dims)
     if batch_dims != state.batch_dims or state.exp_avg.shape != x.shape:
         raise ValueError(
@@ -125,5 +151,6 @@ def step(
     direction, new_state = update(
         stochastic_gradient(oracle, x), state, beta1=beta1, beta2=beta2, eps=eps, inplace=inplace
     )
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state
+

@@ -39,6 +39,13 @@ Choices relative to ``muon.py`` (numerics only, none changes the rule):
 * No weight decay (``muon.py``'s default is 0) and no auxiliary Adam for non-matrix
   parameters: this kernel takes matrices only (``(m, n)`` or ``(B, m, n)``); a shell
   maps other tensors with :func:`zotheory.orthogonalize.as_matrix` or another rule.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): gradients as
+``grad=`` (one per tensor) or ``oracle.grad(list)``; matrices follow the rule above, and
+tensors that are not matrices follow ``non_matrix`` (given to ``init``): ``"sign"``
+(default) gives them Signum's rule (``fo_signsgd_momentum.update``, same ``beta``), in the
+spirit of Muon practice (another optimizer for non-matrix weights); ``"column"`` views them
+with ``as_matrix(t, "column")``. ``weight_decay`` is decoupled (in the move), default 0.
 """
 
 from __future__ import annotations
@@ -46,10 +53,21 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from typing import Any, Sequence
+
 import torch
 
-from .._checks import check_choice, check_in_range, check_int_at_least, check_positive, check_tensor_rank
-from ..orthogonalize import METHODS, orthogonalize
+from .._checks import (
+    check_momentum,
+    check_choice,
+    check_in_range,
+    check_int_at_least,
+    check_nonnegative,
+    check_positive,
+    check_tensor_rank,
+)
+from ..orthogonalize import METHODS, as_matrix, orthogonalize
+from . import _lists, fo_signsgd_momentum
 from ._zo_common import check_batch_dims, move, per_run
 from .fo_sgd import GradientOracle, stochastic_gradient
 
@@ -70,8 +88,17 @@ def _check_matrix(x: torch.Tensor, batch_dims: int) -> None:
     check_tensor_rank("x", x, 2, batch_dims=batch_dims)
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> FOMuonState:
-    """M_{-1} = 0 with the shape of ``x``."""
+NON_MATRIX_RULES = ("sign", "column")
+
+
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0, non_matrix: str = "sign") -> Any:
+    """M_{-1} = 0 with the shape of ``x`` (a list: one state per tensor, non-matrix tensors by
+    ``non_matrix``: a Signum state, or an :class:`FOMuonState` of their column shape)."""
+    if _lists.is_list(x):
+        check_choice("non_matrix", non_matrix, NON_MATRIX_RULES)
+        return _lists.init_states(
+            x, lambda t: fo_signsgd_momentum.init(t) if t.ndim != 2 and non_matrix == "sign"
+            else init(as_matrix(t, "column")))
     _check_matrix(x, batch_dims)
     dtype = torch.promote_types(x.dtype, torch.float32)
     return FOMuonState(torch.zeros(x.shape, dtype=dtype, device=x.device), 0, batch_dims)
@@ -111,21 +138,47 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
-    oracle: GradientOracle,
-    state: FOMuonState,
+    x: torch.Tensor | Sequence[torch.Tensor],
+    oracle: GradientOracle | None,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
-    beta: float | torch.Tensor = 0.95,
-    nesterov: bool = True,
-    orthogonalization: str = "ns5",
-    ns_steps: int | None = None,
-    scale_by_shape: bool = True,
+    gamma: float | torch.Tensor | Sequence[float],
+    beta: float | torch.Tensor | Sequence[float] = 0.95,
+    nesterov: bool | Sequence[bool] = True,
+    orthogonalization: str | Sequence[str] = "ns5",
+    ns_steps: int | None | Sequence[int | None] = None,
+    scale_by_shape: bool | Sequence[bool] = True,
     generator: torch.Generator | None = None,
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
+    grad: Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> FOMuonState:
+) -> Any:
     """One Muon step on ``x`` (moved in place). ``generator`` is unused (nothing is drawn)."""
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        n = len(xs)
+        betas = _lists.per_tensor("beta", beta, n, check_momentum)
+        nest = _lists.per_tensor("nesterov", nesterov, n)
+        orth = _lists.per_tensor("orthogonalization", orthogonalization, n)
+        steps = _lists.per_tensor("ns_steps", ns_steps, n)
+        shape = _lists.per_tensor("scale_by_shape", scale_by_shape, n)
+        for o, k in zip(orth, steps):
+            check_choice("orthogonalization", o, METHODS)
+            if k is not None:
+                check_int_at_least("ns_steps", k, 1)
+        grads = _lists.gradients_of(xs, oracle, grad)
+
+        def one(i: int, t: torch.Tensor, g: torch.Tensor, s: Any):
+            if isinstance(s, fo_signsgd_momentum.SignumState):
+                return (t, *fo_signsgd_momentum.update(g, s, beta=betas[i], inplace=True))
+            direction, s = update(g.reshape(s.momentum.shape), s, beta=betas[i], nesterov=nest[i],
+                                  orthogonalization=orth[i], ns_steps=steps[i], scale_by_shape=shape[i],
+                                  inplace=True)
+            return t, direction.view(t.shape), s
+
+        return _lists.apply_gradients(xs, states, grads, one, gamma=gammas, weight_decay=decay)
+    check_nonnegative("weight_decay", weight_decay)
     _check_matrix(x, batch_dims)
     if batch_dims != state.batch_dims or state.momentum.shape != x.shape:
         raise ValueError(
@@ -143,5 +196,5 @@ def step(
         scale_by_shape=scale_by_shape,
         inplace=inplace,
     )
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state

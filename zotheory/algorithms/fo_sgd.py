@@ -27,17 +27,24 @@ constant step, MeZO's protocol.)
 
 :func:`stochastic_gradient` is the one place the first-order rules of this package
 (``fo_sgd``, ``fo_signsgd_momentum``, ``fo_muon``, ``adam``) call ``oracle.grad``.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): the gradients
+come as ``grad=`` (one per tensor; the optimizer computes them from its closure) or from
+``oracle.grad(list)``; every one is checked finite before anything moves, then per tensor
+the update and the move (hyperparameters per tensor when given so, as parameter groups
+do). ``weight_decay`` is decoupled (in the move, MeZO's / AdamW's form), default 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, Sequence
 
 import torch
 
-from .._checks import check_positive
+from .._checks import check_nonnegative, check_positive
+from . import _lists
 from ._zo_common import check_batch_dims, move
 
 __all__ = ["FOSGDState", "init", "update", "step", "stochastic_gradient"]
@@ -66,7 +73,9 @@ def stochastic_gradient(oracle: GradientOracle, x: torch.Tensor) -> torch.Tensor
     return g
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> FOSGDState:
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    if _lists.is_list(x):
+        return _lists.init_states(x, init)
     check_batch_dims(x, batch_dims)
     return FOSGDState(step=0, batch_dims=batch_dims)
 
@@ -81,20 +90,28 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
-    oracle: GradientOracle,
-    state: FOSGDState,
+    x: torch.Tensor | Sequence[torch.Tensor],
+    oracle: GradientOracle | None,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
+    gamma: float | torch.Tensor | Sequence[float],
     generator: torch.Generator | None = None,
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
+    grad: Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> FOSGDState:
+) -> Any:
     """``x <- x - gamma * oracle.grad(x)`` in place. ``generator`` is unused (nothing is drawn)."""
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        grads = _lists.gradients_of(xs, oracle, grad)
+        return _lists.apply_gradients(xs, states, grads, lambda i, t, g, s: (t, *update(g, s, inplace=True)),
+                                      gamma=gammas, weight_decay=decay)
+    check_nonnegative("weight_decay", weight_decay)
     check_batch_dims(x, batch_dims)
     if batch_dims != state.batch_dims:
         raise ValueError(f"state is for batch_dims={state.batch_dims}, got batch_dims={batch_dims}")
     check_positive("gamma", gamma)
     direction, new_state = update(stochastic_gradient(oracle, x), state, inplace=inplace)
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state

@@ -26,6 +26,12 @@ Compressed Optimisation for Non-Convex Problems", ICML 2018.
 Deviations
 ----------
 None. (No weight decay; the Signum paper's weight decay is an optional extra.)
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): the gradients
+come as ``grad=`` (one per tensor; the optimizer computes them from its closure) or from
+``oracle.grad(list)``; every one is checked finite before anything moves, then per tensor
+the update and the move (hyperparameters per tensor when given so, as parameter groups
+do). ``weight_decay`` is decoupled (in the move, MeZO's / AdamW's form), default 0.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from typing import Any, Sequence
+
 import torch
 
-from .._checks import check_in_range, check_positive
+from .._checks import check_in_range, check_nonnegative, check_positive, check_momentum
+from . import _lists
 from ._zo_common import check_batch_dims, move, per_run
 from .fo_sgd import GradientOracle, stochastic_gradient
 
@@ -51,8 +60,10 @@ class SignumState:
     batch_dims: int = 0
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> SignumState:
-    """m_0 = 0 with the shape of ``x``."""
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    """m_0 = 0 with the shape of ``x`` (a list: one state per tensor)."""
+    if _lists.is_list(x):
+        return _lists.init_states(x, init)
     check_batch_dims(x, batch_dims)
     dtype = torch.promote_types(x.dtype, torch.float32)
     return SignumState(torch.zeros(x.shape, dtype=dtype, device=x.device), 0, batch_dims)
@@ -79,17 +90,27 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
-    oracle: GradientOracle,
-    state: SignumState,
+    x: torch.Tensor | Sequence[torch.Tensor],
+    oracle: GradientOracle | None,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
-    beta: float | torch.Tensor = 0.9,
+    gamma: float | torch.Tensor | Sequence[float],
+    beta: float | torch.Tensor | Sequence[float] = 0.9,
     generator: torch.Generator | None = None,
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
+    grad: Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> SignumState:
+) -> Any:
     """One Signum step on ``x`` (moved in place). ``generator`` is unused (nothing is drawn)."""
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        betas = _lists.per_tensor("beta", beta, len(xs), check_momentum)
+        grads = _lists.gradients_of(xs, oracle, grad)
+        return _lists.apply_gradients(
+            xs, states, grads, lambda i, t, g, s: (t, *update(g, s, beta=betas[i], inplace=True)),
+            gamma=gammas, weight_decay=decay)
+    check_nonnegative("weight_decay", weight_decay)
     check_batch_dims(x, batch_dims)
     if batch_dims != state.batch_dims or state.momentum.shape != x.shape:
         raise ValueError(
@@ -99,5 +120,6 @@ def step(
     check_positive("gamma", gamma)
     check_in_range("beta", beta, 0.0, 1.0, low_closed=True, high_closed=False)
     direction, new_state = update(stochastic_gradient(oracle, x), state, beta=beta, inplace=inplace)
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state
+

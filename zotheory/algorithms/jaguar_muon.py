@@ -80,29 +80,46 @@ Shapes. ``x`` is ``(m, n)`` (``batch_dims = 0``) or ``(B, m, n)`` (``batch_dims 
 one independent run per leading index). Any other rank raises ``ValueError``; use
 :func:`zotheory.orthogonalize.as_matrix` in a shell for vectors and conv weights.
 The momentum buffer is dense, in ``torch.promote_types(x.dtype, float32)``.
+
+Lists of tensors (a model's parameters; :mod:`zotheory.algorithms._lists`): one coordinate
+estimate over the concatenation of all tensors (as JAGUAR SignSGD), split per tensor. Each
+2-D tensor keeps its momentum matrix and moves by ``-gamma * NS(M)``. Tensors that are not
+matrices follow ``non_matrix`` (given to ``init``): ``"sign"`` (default) gives them JAGUAR
+SignSGD's rule on the same estimate (same momentum write, ``sign(m)``), in the spirit of
+Muon practice, which hands non-matrix weights to another optimizer; ``"column"`` views
+them with ``as_matrix(t, "column")`` (a vector ``v`` moves by ``-gamma v / ||v||``). A
+matrix whose momentum is still all zero and that received no coordinate is skipped (its
+direction ``NS(0) = 0``); the state's ``support`` cache (as in JAGUAR SignSGD) says so.
+``reset_momentum`` and ``weight_decay`` are JAGUAR SignSGD's named options.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Callable, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
 from .._checks import (
+    check_momentum,
     check_choice,
     check_in_range,
     check_int_at_least,
+    check_nonnegative,
     check_positive,
     check_tensor_rank,
 )
 from ..estimates import CoordinateEstimate
-from ..orthogonalize import METHODS, orthogonalize
-from ._zo_common import check_batch_dims, move, require_generator
-from .jaguar_signsgd import write_momentum
+from ..orthogonalize import METHODS, as_matrix, orthogonalize
+from . import _lists, jaguar_signsgd
+from ._zo_common import check_batch_dims, decays, move
+from .jaguar_signsgd import refresh_cache, write_momentum
 
-__all__ = ["JaguarMuonState", "init", "update", "step"]
+__all__ = ["JaguarMuonState", "init", "update", "step", "apply", "refresh_cache", "NON_MATRIX_RULES"]
+
+#: How a list's non-matrix tensors move: JAGUAR SignSGD's rule, or viewed as a column.
+NON_MATRIX_RULES = ("sign", "column")
 
 
 class IterationOracle(Protocol):
@@ -111,11 +128,13 @@ class IterationOracle(Protocol):
 
 @dataclass
 class JaguarMuonState:
-    """``momentum``: M^{t-1}, shape of ``x``; ``step``: iterations done; ``batch_dims``."""
+    """``momentum``: M^{t-1}, shape of ``x``; ``step``: iterations done; ``batch_dims``;
+    ``support``: execution cache (sorted flat indices outside of which M = 0, or None)."""
 
     momentum: torch.Tensor
     step: int = 0
     batch_dims: int = 0
+    support: torch.Tensor | None = field(default=None, metadata={"cache": True})
 
 
 def _check_matrix(x: torch.Tensor, batch_dims: int) -> None:
@@ -129,12 +148,27 @@ def _check_ns(orthogonalization: str, ns_steps: int | None) -> None:
         check_int_at_least("ns_steps", ns_steps, 1)
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> JaguarMuonState:
-    """M^{-1} = 0 with the shape of ``x`` (``(m, n)`` or ``(B, m, n)``)."""
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0, non_matrix: str = "sign") -> Any:
+    """M^{-1} = 0 with the shape of ``x`` (``(m, n)`` or ``(B, m, n)``).
+
+    A list of tensors gets one state per tensor: matrices a :class:`JaguarMuonState`, other
+    tensors by ``non_matrix`` (``"sign"``: a JAGUAR SignSGD state; ``"column"``: a
+    :class:`JaguarMuonState` of their ``as_matrix(t, "column")`` shape).
+    """
+    if _lists.is_list(x):
+        check_choice("non_matrix", non_matrix, NON_MATRIX_RULES)
+
+        def one(t: torch.Tensor) -> Any:
+            if t.ndim != 2 and non_matrix == "sign":
+                return jaguar_signsgd.init(t)
+            return init(as_matrix(t, "column"))
+
+        return _lists.init_states(x, one)
     _check_matrix(x, batch_dims)
     dtype = torch.promote_types(x.dtype, torch.float32)
     return JaguarMuonState(
-        momentum=torch.zeros(x.shape, dtype=dtype, device=x.device), step=0, batch_dims=batch_dims
+        momentum=torch.zeros(x.shape, dtype=dtype, device=x.device), step=0, batch_dims=batch_dims,
+        support=torch.empty(0, dtype=torch.long, device=x.device) if batch_dims == 0 else None,
     )
 
 
@@ -167,33 +201,87 @@ def update(
         raise ValueError("state.momentum must be contiguous")
     write_momentum(M, estimate.indices, estimate.values, beta, state.batch_dims)
     direction = orthogonalize(M, orthogonalization, ns_steps, batch_dims=state.batch_dims)
-    return direction, dataclasses.replace(state, momentum=M, step=state.step + 1)
+    support = jaguar_signsgd.merged_support(state.support, estimate.indices, M.numel())
+    return direction, dataclasses.replace(state, momentum=M, step=state.step + 1, support=support)
 
 
-def step(
+def apply(
     x: torch.Tensor,
-    oracle: IterationOracle,
-    state: JaguarMuonState,
+    state: Any,
+    estimate: CoordinateEstimate | None,
     *,
     gamma: float | torch.Tensor,
     beta: float | torch.Tensor,
-    tau: float | torch.Tensor,
-    generator: torch.Generator | None = None,
     orthogonalization: str = "ns3",
     ns_steps: int | None = None,
+    weight_decay: float | torch.Tensor = 0.0,
+    mode: str = "coordinate",
+) -> Any:
+    """``update`` then ``move`` on one tensor of a list (``estimate`` None: no coordinate in it).
+
+    A JAGUAR SignSGD state (a non-matrix tensor under ``non_matrix="sign"``) goes to
+    :func:`jaguar_signsgd.apply`; a matrix state moves ``x`` (viewed as the state's matrix)
+    by ``-gamma * NS(M)``; an all-zero momentum with no new coordinate is skipped.
+    """
+    if isinstance(state, jaguar_signsgd.JaguarSignSGDState):
+        return jaguar_signsgd.apply(x, state, estimate, gamma=gamma, beta=beta, weight_decay=weight_decay, mode=mode)
+    if estimate is None:
+        if jaguar_signsgd.known_zero(state) and not decays(weight_decay) and _lists.FAST_PATHS:
+            return dataclasses.replace(state, step=state.step + 1)  # NS(0) = 0: x - gamma * 0 == x
+        estimate = jaguar_signsgd._empty_estimate(mode, x.device)
+    direction, new_state = update(
+        estimate, state, beta=beta, orthogonalization=orthogonalization, ns_steps=ns_steps, inplace=True
+    )
+    reuse = _lists.is_temporary(direction, state.momentum, new_state)
+    move(x, gamma, direction.view(x.shape), state.batch_dims, weight_decay, reuse_direction=reuse)
+    return new_state
+
+
+def step(
+    x: torch.Tensor | Sequence[torch.Tensor],
+    oracle: IterationOracle | Callable[[], Any],
+    state: Any,
+    *,
+    gamma: float | torch.Tensor | Sequence[float],
+    beta: float | torch.Tensor | Sequence[float],
+    tau: float | torch.Tensor,
+    generator: torch.Generator | None = None,
+    orthogonalization: str | Sequence[str] = "ns3",
+    ns_steps: int | None | Sequence[int | None] = None,
     coords_per_step: int = 1,
+    mode: str = "coordinate",
+    block_fraction: float = 0.1,
+    reset_momentum: bool = False,
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
     indices: torch.Tensor | None = None,
     inplace: bool = True,
-) -> JaguarMuonState:
+) -> Any:
     """One iteration of Algorithm 2 on ``x`` (moved in place); returns the new state.
 
     Draws the flat index of ``(i_t, j_t)`` from ``generator`` (unless ``indices`` is
     given, shape ``(*batch_shape, k)``), estimates with ``closure = lambda:
     oracle.value(x)`` (2 oracle calls per entry), writes the momentum and moves
     ``x <- x - gamma * NS(M^t)``. ``inplace=True`` (drivers) reuses ``state``'s buffer.
+    ``x`` may be a list of tensors (``oracle`` then a closure, ``state`` the list ``init``
+    returned; see the module doc).
     """
-    from .. import estimators
+    if not isinstance(reset_momentum, bool):
+        raise ValueError(f"reset_momentum must be a bool, got {reset_momentum!r}")
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        n = len(xs)
+        betas = _lists.per_tensor("beta", beta, n, check_momentum)
+        orth = _lists.per_tensor("orthogonalization", orthogonalization, n)
+        steps = _lists.per_tensor("ns_steps", ns_steps, n)
+        for o, k_ns in zip(orth, steps):
+            _check_ns(o, k_ns)
+        return jaguar_signsgd.list_step(
+            xs, oracle, states, tau=tau, generator=generator, coords_per_step=coords_per_step, mode=mode,
+            block_fraction=block_fraction, reset_momentum=reset_momentum, indices=indices,
+            apply_one=lambda i, t, s, piece, m: apply(t, s, piece, gamma=gammas[i], beta=betas[i],
+                                                      orthogonalization=orth[i], ns_steps=steps[i],
+                                                      weight_decay=decay[i], mode=m))
 
     _check_matrix(x, batch_dims)
     if batch_dims != state.batch_dims or state.momentum.shape != x.shape:
@@ -204,22 +292,18 @@ def step(
     check_positive("gamma", gamma)
     check_positive("tau", tau)
     check_in_range("beta", beta, 0.0, 1.0, low_closed=True, high_closed=False)
+    check_nonnegative("weight_decay", weight_decay)
     _check_ns(orthogonalization, ns_steps)
-    k = check_int_at_least("coords_per_step", coords_per_step, 1)
-    if indices is None:
-        require_generator(generator, "indices")
-
-    closure: Callable[[], torch.Tensor] = lambda: oracle.value(x)
-    estimate = estimators.jaguar_coordinates(
-        x, closure, tau, k=k, generator=generator, indices=indices, batch_dims=batch_dims
-    )
+    k = jaguar_signsgd.check_step_options(coords_per_step, mode, block_fraction, indices, generator)
+    est = jaguar_signsgd.draw_estimate(
+        x, _lists.closure_of(oracle, x), tau, generator=generator, coords_per_step=k, mode=mode,
+        block_fraction=block_fraction, batch_dims=batch_dims, indices=indices)
+    if not inplace:
+        state = dataclasses.replace(state, momentum=state.momentum.clone())
+    if reset_momentum:
+        state = jaguar_signsgd.reset(state)
     direction, new_state = update(
-        estimate,
-        state,
-        beta=beta,
-        orthogonalization=orthogonalization,
-        ns_steps=ns_steps,
-        inplace=inplace,
+        est, state, beta=beta, orthogonalization=orthogonalization, ns_steps=ns_steps, inplace=True
     )
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state

@@ -46,6 +46,12 @@ Deviations
 
 Memory: three buffers of the parameter's size (``m``, ``v``, ``v_hat``), kept in
 ``torch.promote_types(x.dtype, float32)``.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): one estimate
+over the whole list (``z`` regenerated tensor by tensor from the step's seed), then per
+tensor the update and the move, with that tensor's ``gamma`` / ``beta1`` / ``beta2`` / ``eps`` / ``weight_decay`` when they
+are given per tensor. ``restore`` is the estimator's (``"saved"``: bitwise; ``"regenerate"``:
+MeZO's walk, no copy); ``weight_decay`` is MeZO's decoupled weight decay in the move.
 """
 
 from __future__ import annotations
@@ -53,10 +59,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from typing import Any, Sequence
+
 import torch
 
-from .._checks import check_in_range, check_positive
+from .._checks import check_in_range, check_positive, check_momentum
 from ..estimates import DirectionEstimate
+from . import _lists
 from ._zo_common import (
     ParamSpec,
     batch_shape,
@@ -81,7 +90,9 @@ class ZOAdaMMState:
     batch_dims: int = 0
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> ZOAdaMMState:
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    if _lists.is_list(x):
+        return _lists.init_states(x, init)
     check_batch_dims(x, batch_dims)
     dtype = torch.promote_types(x.dtype, torch.float32)
     z = lambda: torch.zeros(x.shape, dtype=dtype, device=x.device)
@@ -124,32 +135,48 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     oracle,
-    state: ZOAdaMMState,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
+    gamma: float | torch.Tensor | Sequence[float],
     tau: float | torch.Tensor,
-    beta1: float | torch.Tensor = 0.9,
-    beta2: float | torch.Tensor = 0.999,
-    eps: float | torch.Tensor = 1e-8,
+    beta1: float | torch.Tensor | Sequence[float] = 0.9,
+    beta2: float | torch.Tensor | Sequence[float] = 0.999,
+    eps: float | torch.Tensor | Sequence[float] = 1e-8,
     generator: torch.Generator | None = None,
+    restore: str = "saved",
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
     seed: int | None = None,
-    z: torch.Tensor | None = None,
+    z: torch.Tensor | Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> ZOAdaMMState:
-    """One ZO-AdaMM iteration (2 oracle calls); ``x`` moved in place."""
+) -> Any:
+    """One ZO-AdaMM iteration (2 oracle calls); ``x`` (a tensor or a list) moved in place."""
     from .. import estimators
 
-    check_direction_step(x, state, gamma, tau, batch_dims)
-    check_in_range("beta1", beta1, 0.0, 1.0, low_closed=True, high_closed=False)
-    check_in_range("beta2", beta2, 0.0, 1.0, low_closed=True, high_closed=False)
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        n = len(xs)
+        b1 = _lists.per_tensor("beta1", beta1, n, check_momentum)
+        b2 = _lists.per_tensor("beta2", beta2, n, check_momentum)
+        e = _lists.per_tensor("eps", eps, n, check_positive)
+        check_positive("tau", tau)
+        seed = direction_draw(generator, seed, z)
+        est = estimators.gaussian_two_point(xs, _lists.closure_of(oracle, xs), tau, seed=seed, z=z, restore=restore)
+        return _lists.apply_directions(
+            xs, states, [est],
+            lambda i, t, p, s: (t, *update(p[0], s, beta1=b1[i], beta2=b2[i], eps=e[i], inplace=True)),
+            gamma=gammas, weight_decay=decay, elementwise=True)
+    check_direction_step(x, state, gamma, tau, batch_dims, weight_decay)
+    check_momentum("beta1", beta1)
+    check_momentum("beta2", beta2)
     check_positive("eps", eps)
     seed = direction_draw(generator, seed, z)
     estimate = estimators.gaussian_two_point(
-        x, lambda: oracle.value(x), tau, seed=seed, z=z, batch_dims=batch_dims
+        x, _lists.closure_of(oracle, x), tau, seed=seed, z=z, batch_dims=batch_dims, restore=restore
     )
     direction, new_state = update(estimate, state, beta1=beta1, beta2=beta2, eps=eps, inplace=inplace)
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state
+

@@ -37,6 +37,12 @@ Deviations
 None in the update. The pseudocode's ``X^0 ~ N(0, I)`` is the problem's starting
 point, chosen by the caller (the kernel takes any ``x``). ``sign(f_+ - f_-)`` is
 taken of the estimator's value ``(f_+ - f_-) / (2 tau)``, which has the same sign.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): one row among
+all the rows of all the tensors (``estimators.jaguar_row`` over the list: a tensor of rank
+>= 2 has ``shape[0]`` rows, a vector is one row), written into that tensor's persistent
+estimate; every tensor then moves by its own estimate (``gamma`` / ``weight_decay`` per
+tensor when given so). State: one buffer the size of each tensor.
 """
 
 from __future__ import annotations
@@ -44,10 +50,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from typing import Any, Sequence
+
 import torch
 
-from .._checks import check_choice, check_positive
-from ..estimates import COORDINATE_MODES, CoordinateEstimate
+from .._checks import check_choice, check_nonnegative, check_positive
+from ..estimates import COORDINATE_MODES, CoordinateEstimate, split_coordinates
+from . import _lists
 from ._zo_common import batch_shape, check_batch_dims, move, per_run, require_generator
 
 __all__ = ["ZOJaguarState", "init", "update", "step"]
@@ -60,8 +69,11 @@ class ZOJaguarState:
     batch_dims: int = 0
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> ZOJaguarState:
-    """``grad^0 = 0``; ``x`` must be ``(*batch, n, d)``."""
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    """``grad^0 = 0``; ``x`` must be ``(*batch, n, d)`` (a list: any shapes, one state each)."""
+    if _lists.is_list(x):
+        return _lists.init_states(x, lambda t: ZOJaguarState(
+            torch.zeros(t.shape, dtype=torch.promote_types(t.dtype, torch.float32), device=t.device), 0, 0))
     check_batch_dims(x, batch_dims, min_event_dims=2)
     if x.ndim - batch_dims != 2:
         raise ValueError(
@@ -101,19 +113,37 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     oracle,
-    state: ZOJaguarState,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
+    gamma: float | torch.Tensor | Sequence[float],
     tau: float | torch.Tensor,
     generator: torch.Generator | None = None,
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
     row: torch.Tensor | int | None = None,
     inplace: bool = True,
-) -> ZOJaguarState:
-    """One ZO-Jaguar iteration (2 oracle calls); ``x`` moved in place."""
+) -> Any:
+    """One ZO-Jaguar iteration (2 oracle calls); ``x`` (a tensor or a list) moved in place."""
     from .. import estimators
+
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        check_positive("tau", tau)
+        if row is None:
+            require_generator(generator, "row")
+        est = estimators.jaguar_row(xs, _lists.closure_of(oracle, xs), tau, generator=generator, row=row)
+        out = []
+        for i, piece in enumerate(split_coordinates(est, [t.numel() for t in xs])):
+            s = states[i]
+            if piece is None:  # no write: the direction is the persistent estimate as it is
+                direction, s = s.estimate, dataclasses.replace(s, step=s.step + 1)
+            else:
+                direction, s = update(piece, s, tau=tau, inplace=True)
+            move(xs[i], gammas[i], direction, 0, decay[i])
+            out.append(s)
+        return out
 
     check_batch_dims(x, batch_dims, min_event_dims=2)
     if state.estimate.shape != x.shape or state.batch_dims != batch_dims:
@@ -123,11 +153,12 @@ def step(
         )
     check_positive("gamma", gamma)
     check_positive("tau", tau)
+    check_nonnegative("weight_decay", weight_decay)
     if row is None:
         require_generator(generator, "row")
     est = estimators.jaguar_row(
-        x, lambda: oracle.value(x), tau, generator=generator, row=row, batch_dims=batch_dims
+        x, _lists.closure_of(oracle, x), tau, generator=generator, row=row, batch_dims=batch_dims
     )
     direction, new_state = update(est, state, tau=tau, inplace=inplace)
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state

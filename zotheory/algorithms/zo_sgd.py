@@ -36,6 +36,12 @@ result is the same).
 Random stream: per step one seed ``s = draw_seed(generator)``, then ``z`` from
 :func:`zotheory.directions.generate_directions` for that seed; the literal
 :func:`zotheory.reference.zo_sgd.run` draws the same way.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): one estimate
+over the whole list (``z`` regenerated tensor by tensor from the step's seed), then per
+tensor the update and the move, with that tensor's ``gamma`` / ``weight_decay`` when they
+are given per tensor. ``restore`` is the estimator's (``"saved"``: bitwise; ``"regenerate"``:
+MeZO's walk, no copy); ``weight_decay`` is MeZO's decoupled weight decay in the move.
 """
 
 from __future__ import annotations
@@ -45,7 +51,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .._checks import check_positive
 from ..estimates import DirectionEstimate
+from typing import Any, Sequence
+
+from . import _lists
 from ._zo_common import (
     ParamSpec,
     check_batch_dims,
@@ -67,7 +77,9 @@ class ZOSGDState:
     batch_dims: int = 0
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> ZOSGDState:
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    if _lists.is_list(x):
+        return _lists.init_states(x, init)
     check_batch_dims(x, batch_dims)
     return ZOSGDState(param=ParamSpec.of(x), step=0, batch_dims=batch_dims)
 
@@ -81,26 +93,36 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     oracle,
-    state: ZOSGDState,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
+    gamma: float | torch.Tensor | Sequence[float],
     tau: float | torch.Tensor,
     generator: torch.Generator | None = None,
+    restore: str = "saved",
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
     seed: int | None = None,
-    z: torch.Tensor | None = None,
+    z: torch.Tensor | Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> ZOSGDState:
-    """One ZO-SGD iteration on ``x`` (moved in place); 2 oracle calls."""
+) -> Any:
+    """One ZO-SGD iteration on ``x`` (a tensor or a list, moved in place); 2 oracle calls."""
     from .. import estimators
 
-    check_direction_step(x, state, gamma, tau, batch_dims)
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        check_positive("tau", tau)
+        seed = direction_draw(generator, seed, z)
+        est = estimators.gaussian_two_point(xs, _lists.closure_of(oracle, xs), tau, seed=seed, z=z, restore=restore)
+        return _lists.apply_directions(
+            xs, states, [est], lambda i, t, e, s: (t, *update(e[0], s, inplace=True)),
+            gamma=gammas, weight_decay=decay, elementwise=True)
+    check_direction_step(x, state, gamma, tau, batch_dims, weight_decay)
     seed = direction_draw(generator, seed, z)
     estimate = estimators.gaussian_two_point(
-        x, lambda: oracle.value(x), tau, seed=seed, z=z, batch_dims=batch_dims
+        x, _lists.closure_of(oracle, x), tau, seed=seed, z=z, batch_dims=batch_dims, restore=restore
     )
     direction, new_state = update(estimate, state, inplace=inplace)
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state

@@ -42,6 +42,12 @@ the LLM benchmark the paper follows (ZO-Bench) uses the simpler three-candidate
 implements. Interpretation choices, stated: all five oracle calls use the same
 xi^t; f(x^t) is evaluated (not reused from the estimate, which never evaluates at
 x^t); ties keep the earlier candidate.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): one estimate
+over the whole list; the three candidates move every tensor by ``0, -gamma_i g z_i,
++gamma_i g z_i`` together (one choice for the whole list: the oracle value is the model's
+loss). The candidates' displacements are materialised (two copies of the tensors during a
+step). ``weight_decay`` (MeZO's, in the move) is applied after the choice.
 """
 
 from __future__ import annotations
@@ -49,9 +55,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from typing import Any, Sequence
+
 import torch
 
+from .._checks import check_positive
 from ..estimates import DirectionEstimate
+from . import _lists
 from ._zo_common import (
     ParamSpec,
     batch_shape,
@@ -77,7 +87,9 @@ class ZOSGDConsState:
     batch_dims: int = 0
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> ZOSGDConsState:
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    if _lists.is_list(x):
+        return _lists.init_states(x, init)
     check_batch_dims(x, batch_dims)
     return ZOSGDConsState(param=ParamSpec.of(x), step=0, batch_dims=batch_dims)
 
@@ -111,25 +123,41 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     oracle,
-    state: ZOSGDConsState,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
+    gamma: float | torch.Tensor | Sequence[float],
     tau: float | torch.Tensor,
     generator: torch.Generator | None = None,
+    restore: str = "saved",
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
     seed: int | None = None,
-    z: torch.Tensor | None = None,
+    z: torch.Tensor | Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> ZOSGDConsState:
-    """One ZO-SGD-Cons iteration (5 oracle calls); ``x`` moved in place."""
+) -> Any:
+    """One ZO-SGD-Cons iteration (5 oracle calls); ``x`` (a tensor or a list) moved in place."""
     from .. import estimators
 
-    check_direction_step(x, state, gamma, tau, batch_dims)
+    if _lists.is_list(x):
+        xs, states, gammas, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        check_positive("tau", tau)
+        seed = direction_draw(generator, seed, z)
+        closure = _lists.closure_of(oracle, xs)
+        est = estimators.gaussian_two_point(xs, closure, tau, seed=seed, z=z, restore=restore)
+        # The same products the moves use, so the accepted candidate is bitwise x^{t+1}.
+        deltas = [(g * gz).to(t.dtype) for g, gz, t in zip(gammas, est.dense(xs), xs)]
+        zero = [torch.zeros((), dtype=t.dtype, device=t.device) for t in xs]
+        values = estimators.evaluate_at(xs, closure, [zero, [-d for d in deltas], deltas])
+        del deltas
+        return _lists.apply_directions(
+            xs, states, [est], lambda i, t, e, s: (t, *update(e[0], s, candidate_values=values, inplace=True)),
+            gamma=gammas, weight_decay=decay, elementwise=False)
+    check_direction_step(x, state, gamma, tau, batch_dims, weight_decay)
     seed = direction_draw(generator, seed, z)
-    closure = lambda: oracle.value(x)
-    est = estimators.gaussian_two_point(x, closure, tau, seed=seed, z=z, batch_dims=batch_dims)
+    closure = _lists.closure_of(oracle, x)
+    est = estimators.gaussian_two_point(x, closure, tau, seed=seed, z=z, batch_dims=batch_dims, restore=restore)
     gz = dense_direction(est, state.param)
     g = per_run("gamma", gamma, batch_shape(x, batch_dims), x.ndim - batch_dims, gz)
     # The same product the move uses, so the accepted candidate is bitwise x^{t+1}.
@@ -139,5 +167,5 @@ def step(
     if not isinstance(values, torch.Tensor):
         values = torch.stack([torch.as_tensor(v) for v in values])
     direction, new_state = update(est, state, candidate_values=values, inplace=inplace)
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state

@@ -33,6 +33,12 @@ Deviations
   in ``tau``, so this is an interpretation, stated here.
 * ``queries = 1`` by default (one estimate per step, 2 oracle calls); ``queries = q``
   averages q estimates on the same xi^t (2q calls), their ``q``.
+
+Lists of tensors (a model's parameters, :mod:`zotheory.algorithms._lists`): one estimate
+over the whole list (``z`` regenerated tensor by tensor from the step's seed), then per
+tensor the update and the move, with that tensor's ``gamma`` / ``weight_decay`` when they
+are given per tensor. ``restore`` is the estimator's (``"saved"``: bitwise; ``"regenerate"``:
+MeZO's walk, no copy); ``weight_decay`` is MeZO's decoupled weight decay in the move.
 """
 
 from __future__ import annotations
@@ -45,6 +51,10 @@ import torch
 
 from .._checks import check_int_at_least
 from ..estimates import DirectionEstimate
+from typing import Any
+
+from .._checks import check_positive
+from . import _lists
 from ._zo_common import (
     ParamSpec,
     check_batch_dims,
@@ -65,7 +75,9 @@ class ZOSignSGDState:
     batch_dims: int = 0
 
 
-def init(x: torch.Tensor, *, batch_dims: int = 0) -> ZOSignSGDState:
+def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0) -> Any:
+    if _lists.is_list(x):
+        return _lists.init_states(x, init)
     check_batch_dims(x, batch_dims)
     return ZOSignSGDState(param=ParamSpec.of(x), step=0, batch_dims=batch_dims)
 
@@ -88,19 +100,21 @@ def update(
 
 
 def step(
-    x: torch.Tensor,
+    x: torch.Tensor | Sequence[torch.Tensor],
     oracle,
-    state: ZOSignSGDState,
+    state: Any,
     *,
-    gamma: float | torch.Tensor,
+    gamma: float | torch.Tensor | Sequence[float],
     tau: float | torch.Tensor,
     generator: torch.Generator | None = None,
     queries: int = 1,
+    restore: str = "saved",
+    weight_decay: float | torch.Tensor | Sequence[float] = 0.0,
     batch_dims: int = 0,
     seed: int | Sequence[int] | None = None,
     z: torch.Tensor | Sequence[torch.Tensor] | None = None,
     inplace: bool = True,
-) -> ZOSignSGDState:
+) -> Any:
     """One ZO-SignSGD iteration (2 * queries oracle calls); ``x`` moved in place.
 
     Explicit draws: ``seed`` (an int for ``queries=1`` or ``queries`` ints) or ``z``
@@ -109,7 +123,12 @@ def step(
     """
     from .. import estimators
 
-    check_direction_step(x, state, gamma, tau, batch_dims)
+    listed = _lists.is_list(x)
+    if listed:
+        x, state, gamma, decay = _lists.prologue(x, state, gamma, weight_decay, batch_dims)
+        check_positive("tau", tau)
+    else:
+        check_direction_step(x, state, gamma, tau, batch_dims, weight_decay)
     q = check_int_at_least("queries", queries, 1)
     if seed is not None and z is not None:
         raise ValueError("give at most one of seed and z")
@@ -127,11 +146,15 @@ def step(
         zs = [None] * q
     if len(seeds) != q:
         raise ValueError(f"queries={q} needs {q} explicit seeds or directions, got {len(seeds)}")
-    closure = lambda: oracle.value(x)
+    closure = _lists.closure_of(oracle, x)
     ests = [
-        estimators.gaussian_two_point(x, closure, tau, seed=s, z=zz, batch_dims=batch_dims)
+        estimators.gaussian_two_point(x, closure, tau, seed=s, z=zz, batch_dims=batch_dims, restore=restore)
         for s, zz in zip(seeds, zs)
     ]
+    if listed:
+        return _lists.apply_directions(
+            x, state, ests, lambda i, t, e, s: (t, *update(e, s, inplace=True)),
+            gamma=gamma, weight_decay=decay, elementwise=True)
     direction, new_state = update(ests, state, inplace=inplace)
-    move(x, gamma, direction, batch_dims)
+    move(x, gamma, direction, batch_dims, weight_decay)
     return new_state
