@@ -546,15 +546,17 @@ def test_zo_sgd_kernel_list_state_is_one_state_per_tensor():
         zo_sgd.step(params, lambda: 0.0, states[:2], gamma=0.1, tau=1e-3, seed=1)
 
 
-def test_the_readme_example_runs_and_learns():
+def test_the_readme_examples_run_verbatim_and_learn(tmp_path, monkeypatch):
     import re
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = text.split("## Using the optimizers in your own code", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = text.split("## Using the optimizers in your own code", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 3  # own loop, Hugging Face + LoRA, Trainer
+    monkeypatch.chdir(tmp_path)  # the examples write files
     scope: dict = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    exec(compile(blocks[0], "README.md", "exec"), scope)
     opt, model, x, y = scope["opt"], scope["model"], scope["x"], scope["y"]
     assert opt.steps == 200 and opt.oracle_calls == 200 * 16
     torch.manual_seed(0)  # the example's initial model again
@@ -563,3 +565,10 @@ def test_the_readme_example_runs_and_learns():
         start, end = (float(torch.nn.functional.mse_loss(m(x), y)) for m in (initial, model))
     assert end < 0.9 * start  # it learns
     assert same_bits(model[0].weight, initial[0].weight) and model[0].weight not in opt.state  # frozen
+
+    exec(compile(blocks[1], "README.md", "exec"), scope)  # Hugging Face model + peft LoRA
+    model, opt = scope["model"], scope["opt"]
+    assert opt.steps == 10 and all("lora_" in n for n, p in model.named_parameters() if p in opt.state)
+    assert (tmp_path / "zo_sgd.pt").exists()
+    exec(compile(blocks[2], "README.md", "exec"), scope)  # Trainer
+    assert scope["trainer"].state.global_step == 5

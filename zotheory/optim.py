@@ -301,8 +301,15 @@ class KernelOptimizer(torch.optim.Optimizer):
                 args[name] = [g[name] for _, g in pairs]
         return args
 
+    #: Set by ``zotheory.llm.hf.ZOTrainer`` after it stepped inside ``training_step``: Trainer's
+    #: closure-less ``optimizer.step()`` that follows belongs to that step and returns at once.
+    _trainer_stepped: bool = False
+
     @torch.no_grad()
     def step(self, closure: Callable[..., Any] | None = None) -> torch.Tensor:  # type: ignore[override]
+        if closure is None and self._trainer_stepped:
+            self._trainer_stepped = False
+            return None  # type: ignore[return-value]
         self._check_groups()
         pairs = self._trainable()
         if not pairs:
