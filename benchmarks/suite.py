@@ -11,8 +11,9 @@ hour on this 2-core machine). ``--only NAME`` (repeatable) picks benchmarks:
 ``distributed``  bytes per step and 1 vs 2 processes (:mod:`.distributed`)
 
 Each benchmark writes ``<out>/<name>.csv``; the report ``<out>/report.md`` holds every table,
-the target checks and the exact command. Figures go to ``--figures`` (default ``figures/`` for
-the full run, ``<out>/figures`` for ``--quick``, so a smoke run never touches tracked files).
+the target checks and the exact command. Figures go to ``--figures`` (default ``<out>/figures``
+for both runs, so no run touches tracked files unless asked: ``--figures figures`` rewrites the
+committed ``figures/bench_*.png``). Both folders are checked for writing before any benchmark runs.
 """
 
 from __future__ import annotations
@@ -113,10 +114,12 @@ def run_suite(*, quick: bool, only: Sequence[str] | None = None, out: str | Path
     unknown = [n for n in names if n not in RUNNERS]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; valid: {list(BENCHMARKS)}")
+    from zotheory.cli import ensure_writable_dir
+
     out = Path(out) if out is not None else Path("results") / "bench" / ("quick" if quick else "full")
-    figures = Path(figures) if figures is not None else (out / "figures" if quick else Path("figures"))
-    out.mkdir(parents=True, exist_ok=True)
-    figures.mkdir(parents=True, exist_ok=True)
+    figures = Path(figures) if figures is not None else out / "figures"
+    ensure_writable_dir(out, "bench output", "--out")
+    ensure_writable_dir(figures, "figures", "--figures")
     command = command or "zotheory bench" + (" --quick" if quick else "")
     sections = [f"# zotheory bench ({'quick' if quick else 'full'})", "",
                 f"Command: `{command}`  ", f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads "
@@ -141,8 +144,8 @@ def add_cli(subparsers) -> Any:
     p.add_argument("--only", action="append", metavar="NAME", choices=list(BENCHMARKS),
                    help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}")
     p.add_argument("--out", metavar="DIR", help="results folder (default results/bench/<quick|full>)")
-    p.add_argument("--figures", metavar="DIR", help="figures folder (default figures/ for the full run, "
-                                                   "else <out>/figures)")
+    p.add_argument("--figures", metavar="DIR", help="figures folder (default <out>/figures; "
+                                                   "`--figures figures` rewrites the committed figures)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)
     return p

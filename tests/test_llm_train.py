@@ -31,12 +31,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserW
               pytest.mark.usefixtures("one_thread")]
 
 
-@dataclasses.dataclass(frozen=True)
-class Ex:
-    context: str
-    candidates: tuple
-    label: int
-    uid: str = ""
+from examples import Ex  # noqa: E402
 
 
 WORDS = ("great", "good", "fine", "bad", "dull", "terrible")
@@ -372,7 +367,7 @@ def test_finetune_report_summarises_saved_runs(tmp_path):
     assert row["test_mean"] == pytest.approx(runs[runs["lr"] == lr]["test_at_best"].mean())
     assert summary[summary["lr"] == 3 * lr].iloc[0]["seeds"] == 1
     assert (tmp_path / "fig" / "llm_toy.png").exists()
-    assert "| toy | zo_sgd nll-loss |" in (tmp_path / "fig" / "llm_report.md").read_text()
+    assert "| toy | zo_sgd classification-loss |" in (tmp_path / "fig" / "llm_report.md").read_text()
     with pytest.raises(FileNotFoundError, match="no finished fine-tuning runs"):
         report.make_report(tmp_path / "nothing", tmp_path / "fig2")
 
