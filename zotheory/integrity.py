@@ -1,0 +1,167 @@
+"""Files that cannot be half-written or silently corrupt: atomic writes and checksums.
+
+* :func:`atomic_write` -- ``write(tmp)`` into a temporary in the same folder, named for this
+  process (``.<name>.<pid>.tmp``), fsync, rename over ``path``, fsync the folder. A reader
+  sees the old file or the new one, never a mix; a killed writer leaves only its temporary.
+* :func:`write_checked` -- :func:`atomic_write`, then the SHA-256 of the file's bytes in a
+  sidecar ``<name>.sha256`` (written atomically after the file). A file without its sidecar
+  was never finished.
+* :func:`verify` -- recompute the SHA-256 and compare: :class:`CorruptFile` (a
+  :class:`~zotheory.errors.CommandError`, one line naming the file and the fix) on a mismatch,
+  a missing or unreadable sidecar, or a missing file. Every single-bit flip anywhere in the
+  file (or its sidecar) is detected.
+* :func:`problem` -- the same check as a string (or None), for callers that decide themselves
+  (a sweep recomputes such a run).
+* :func:`is_temporary`, :func:`temporary_owner` -- recognise temporaries and the process that
+  wrote them, so stale ones are removed only when their owner is gone.
+
+OS errors while writing (a full disk, a read-only file system, no permission) become a
+:class:`CommandError` naming the path (:func:`atomic_write`); the temporary is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+from .errors import CommandError
+
+__all__ = ["CorruptFile", "atomic_write", "write_checked", "verify", "problem", "sha256_file", "SIDECAR",
+           "is_temporary", "temporary_owner", "owner_alive", "disk_error"]
+
+SIDECAR = ".sha256"
+_TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+class CorruptFile(CommandError):
+    """A result file or checkpoint whose bytes do not match its checksum (or that has none)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, fix: str | None = None) -> None:
+        self.path, self.reason = Path(path), reason
+        fix = fix or "delete it and re-run: that recomputes this run only"
+        super().__init__(f"corrupt file {self.path} ({reason}): {fix}")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - a platform without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def disk_error(err: OSError, path: str | os.PathLike) -> CommandError:
+    """A one-line error for a failed write: the path and what to do."""
+    what = {errno.ENOSPC: "no space left on the device", errno.EROFS: "the file system is read-only",
+            errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+            errno.EDQUOT: "disk quota exceeded"}.get(err.errno or -1, err.strerror or type(err).__name__)
+    return CommandError(f"cannot write {path}: {what} [errno {err.errno}]; free space or choose a writable "
+                        f"folder, then re-run (finished runs are kept)")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """``write(tmp)`` then rename over ``path`` (see the module doc). Returns ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        if err.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            raise disk_error(err, path) from err
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def sidecar(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR)
+
+
+def write_checked(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """:func:`atomic_write` plus the SHA-256 sidecar (written after the file)."""
+    path = atomic_write(path, write)
+    digest = sha256_file(path)
+    atomic_write(sidecar(path), lambda p: p.write_text(f"{digest}  {path.name}\n"))
+    return path
+
+
+def problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a complete, intact file written by :func:`write_checked` (None: it is)."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    side = sidecar(path)
+    if not side.is_file():
+        return f"no checksum file {side.name} (the write never finished)"
+    try:
+        text = side.read_text().split()
+    except (OSError, UnicodeDecodeError) as err:
+        return f"unreadable checksum file {side.name}: {type(err).__name__}"
+    if not text or not re.fullmatch(r"[0-9a-f]{64}", text[0]):
+        return f"malformed checksum file {side.name}"
+    try:
+        actual = sha256_file(path)
+    except OSError as err:
+        return f"unreadable: {err.strerror or type(err).__name__}"
+    if actual != text[0]:
+        return f"SHA-256 {actual[:12]}... does not match the recorded {text[0][:12]}..."
+    return None
+
+
+def verify(path: str | os.PathLike, fix: str | None = None) -> Path:
+    """``path`` if it is intact (:func:`problem` is None), else :class:`CorruptFile`."""
+    reason = problem(path)
+    if reason is not None:
+        raise CorruptFile(path, reason, fix)
+    return Path(path)
+
+
+def is_temporary(path: str | os.PathLike) -> bool:
+    return _TMP.match(Path(path).name) is not None
+
+
+def temporary_owner(path: str | os.PathLike) -> int | None:
+    """The pid in a temporary's name (``.<name>.<pid>.tmp``), or None."""
+    m = _TMP.match(Path(path).name)
+    return int(m.group("pid")) if m else None
+
+
+def owner_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's process
+        return True
+    return True
