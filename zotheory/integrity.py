@@ -122,17 +122,19 @@ def problem(path: str | os.PathLike) -> str | None:
     if not side.is_file():
         return f"no checksum file {side.name} (the write never finished)"
     try:
-        text = side.read_text().split()
-    except (OSError, UnicodeDecodeError) as err:
-        return f"unreadable checksum file {side.name}: {type(err).__name__}"
-    if not text or not re.fullmatch(r"[0-9a-f]{64}", text[0]):
+        text = side.read_bytes()
+    except OSError as err:
+        return f"unreadable checksum file {side.name}: {err.strerror or type(err).__name__}"
+    m = re.fullmatch(rb"([0-9a-f]{64})  (.*)\n", text)
+    if m is None or m.group(2) != path.name.encode():
         return f"malformed checksum file {side.name}"
+    recorded = m.group(1).decode()
     try:
         actual = sha256_file(path)
     except OSError as err:
         return f"unreadable: {err.strerror or type(err).__name__}"
-    if actual != text[0]:
-        return f"SHA-256 {actual[:12]}... does not match the recorded {text[0][:12]}..."
+    if actual != recorded:
+        return f"SHA-256 {actual[:12]}... does not match the recorded {recorded[:12]}..."
     return None
 
 
