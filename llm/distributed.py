@@ -56,7 +56,10 @@ single-process mean by the summation order only.
 Files and printing: only rank 0 writes ``log.parquet`` / ``evals.parquet`` /
 ``result.json`` / ``checkpoint.pt`` and prints; ``out_dir`` must be visible to
 every rank (one machine, or a shared file system) because a resumed run reads
-the checkpoint on every rank.
+the checkpoint on every rank. The communication counters (:class:`CommStats`,
+``result.json["parallel"]["communication"]``) are saved in the checkpoint and a
+resumed run continues from them: they count every segment of the run (a resume
+adds its own replica check).
 
 Process group. :func:`from_env` detects ``torchrun`` through ``WORLD_SIZE``,
 ``RANK`` and ``LOCAL_RANK`` and initialises the default group: backend
@@ -172,6 +175,14 @@ class CommStats:
     def as_dict(self) -> dict[str, Any]:
         return {"calls": dict(self.calls), "bytes": dict(self.bytes)}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "CommStats":
+        """The counters of :meth:`as_dict` (``None`` or ``{}``: zero). A resumed run continues from
+        the counters its checkpoint saved, so ``result.json`` counts every segment."""
+        d = d or {}
+        return cls(calls={str(k): int(v) for k, v in (d.get("calls") or {}).items()},
+                   bytes={str(k): int(v) for k, v in (d.get("bytes") or {}).items()})
+
 
 # --------------------------------------------------------------------------- the shared logic
 
@@ -255,10 +266,13 @@ class _Parallel:
                 f"(uneven shards are fine, they are weighted by size)"
             )
 
-    def bind(self, params: Sequence[torch.Tensor], zero_order: bool) -> None:
+    def bind(self, params: Sequence[torch.Tensor], zero_order: bool,
+             stats: dict[str, Any] | None = None) -> None:
         """The trainable tensors (first-order: whose gradients are all-reduced) and the method kind.
-        Called once per run by the loop; resets the communication counters."""
-        self.stats = CommStats()
+        Called once per run segment by the loop; the communication counters start from ``stats``
+        (a resumed run's saved :meth:`CommStats.as_dict`: the counts accumulate over the segments),
+        or from zero."""
+        self.stats = CommStats.from_dict(stats)
         self._params = list(params)
         self._zero_order = bool(zero_order)
 

@@ -13,6 +13,16 @@ by default into ``<results>/figures`` (the committed ``figures/`` only when aske
 * ``llm_runs.csv``: one row per run, with its ``config_id``;
 * ``llm_<task>.png``: dev accuracy against forward passes, one curve per configuration.
 
+Every file is written atomically (:func:`zotheory.integrity.atomic_write`): a reader sees the old
+version or the new one, never half of one.
+
+Integrity. A run is read only after its ``result.json``, ``evals.parquet`` and ``log.parquet``
+match their SHA-256 checksum files (``<name>.sha256``, written by ``zotheory finetune``;
+:func:`zotheory.llm.train.output_problem`). A run with a corrupt or unchecked file (a mismatch,
+a missing checksum file) is never counted: it is skipped with one warning line on stderr naming
+the file and the fix (delete the run folder and re-run: that recomputes this run only), and
+:func:`make_report` lists it under ``skipped``.
+
 Pooling. Runs are pooled into one row only when they differ in nothing but the seed:
 the grouping key (:func:`config_key`) is the run's whole saved ``TrainConfig`` except
 
@@ -22,8 +32,9 @@ the grouping key (:func:`config_key`) is the run's whole saved ``TrainConfig`` e
 * ``progress``: the progress bar;
 * ``checkpoint_every``: checkpoints are written outside the timed steps and do not touch the
   trajectory (exact resume); model selection happens at ``eval_every``, which is kept;
+* ``max_skipped_fraction``: decides whether a run fails, never its trajectory;
 
-with ``lr`` replaced by the learning rate actually used (``lr=None`` resolves to
+with ``lr`` replaced by the learning rate used at the end (``lr=None`` resolves to
 ``DEFAULT_LR``), ``device`` by the device type the run resolved to (``cpu``/``cuda``:
 the kernels round differently and wall time / peak memory are other measurements), the
 data-parallel ``world_size`` added, and the fields a configuration does not use blanked
@@ -31,7 +42,9 @@ data-parallel ``world_size`` added, and the fields a configuration does not use 
 ``lr_power`` unless ``lr_schedule="power"``, ``lora_r`` / ``lora_alpha`` /
 ``lora_targets`` unless ``lora`` (in the tables such a field reads ``n/a``, as does an
 ``optim.<name>`` column for a method that does not take ``name``). Runs saved before ``TrainConfig.loss`` existed used the
-NLL loss and are read as ``loss="nll"``. ``config_id`` is a hash of the key (stable across
+NLL loss and are read as ``loss="nll"``. A run resumed with overrides (``--allow-override``: another
+``lr`` / ``tau`` / non-finite policy from some step on) has its ``overrides`` in the key, so it is
+pooled only with runs overridden alike. ``config_id`` is a hash of the key (stable across
 machines and report runs): the same id in ``llm_runs.csv`` marks the runs of a row.
 """
 
@@ -40,10 +53,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from zotheory import integrity
 
 #: TrainConfig fields left out of the grouping key, and why (see the module docstring).
 EXCLUDED_FIELDS: dict[str, str] = {
@@ -52,6 +68,7 @@ EXCLUDED_FIELDS: dict[str, str] = {
     "resume": "a resumed run continues bitwise",
     "progress": "the progress bar only",
     "checkpoint_every": "checkpoints do not touch the trajectory; selection happens at eval_every",
+    "max_skipped_fraction": "decides whether a run fails, never its trajectory (failed runs are not reported)",
 }
 
 #: Fields set to None in the key where the configuration does not use them (:func:`_applies`).
@@ -104,6 +121,8 @@ def config_key(result: dict[str, Any]) -> dict[str, Any]:
     for k in CONDITIONAL_FIELDS:
         if k in key and not _applies(key, k):
             key[k] = None
+    if result.get("overrides"):  # resumed with another lr / tau / policy from some step on
+        key["overrides"] = [{"step": o.get("step"), "new": o.get("new")} for o in result["overrides"]]
     return key
 
 
@@ -141,8 +160,27 @@ def _flat(key: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def collect(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _problem(path: Path) -> str | None:
+    from .train import output_problem  # torch: imported when a report is made, not for `--help`
+
+    return output_problem(path)
+
+
+def _skip(run: Path, path: Path, reason: str, skipped: list[tuple[str, str]] | None) -> None:
+    line = (f"corrupt file {path} ({reason}): delete the run folder {run} and re-run it: that recomputes "
+            f"this run only")
+    print(f"zotheory finetune-report: warning: skipping run {run.name}: {line}", file=sys.stderr)
+    if skipped is not None:
+        skipped.append((run.name, line))
+
+
+def collect(root: str | Path, skipped: list[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per finished run, all evaluation rows) under ``root``.
+
+    Only intact runs count: ``result.json`` is verified against its checksum before it is read,
+    and of a finished one (status ``done``) ``evals.parquet`` and ``log.parquet`` too; a run with a
+    corrupt or unchecked file is skipped with one warning line on stderr (and ``(run, message)``
+    appended to ``skipped`` when a list is given).
 
     A run row has the run folder's name (``run``), its ``config_id`` and ``label``, its seed,
     every field of its :func:`config_key` (``optim`` flattened to ``optim.<name>``), and its
@@ -153,8 +191,21 @@ def collect(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """
     runs, evals = [], []
     for res in sorted(Path(root).glob("*/result.json")):
-        r = json.loads(res.read_text())
-        if r.get("status") != "done":
+        reason = _problem(res)
+        if reason is not None:
+            _skip(res.parent, res, reason, skipped)
+            continue
+        try:
+            r = json.loads(res.read_text())
+        except (OSError, ValueError) as err:
+            _skip(res.parent, res, f"unreadable: {err}", skipped)
+            continue
+        if not isinstance(r, dict) or r.get("status") != "done":
+            continue
+        bad = [(p, why) for p in (res.parent / "evals.parquet", res.parent / "log.parquet")
+               if (why := _problem(p)) is not None]
+        if bad:
+            _skip(res.parent, *bad[0], skipped)
             continue
         cfg = r["config"]
         key = config_key(r)
@@ -167,12 +218,10 @@ def collect(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             "best_dev": r["best"]["dev_accuracy"], "best_step": r["best"]["step"], "test_at_best": r["test_at_best"],
         }
         runs.append(row)
-        ev = res.parent / "evals.parquet"
-        if ev.exists():
-            e = pd.read_parquet(ev)
-            for k in ("run", "config_id", "label", "task", "seed", "lr"):
-                e[k] = row.get(k)
-            evals.append(e)
+        e = pd.read_parquet(res.parent / "evals.parquet")
+        for k in ("run", "config_id", "label", "task", "seed", "lr"):
+            e[k] = row.get(k)
+        evals.append(e)
     return pd.DataFrame(runs), (pd.concat(evals, ignore_index=True) if evals else pd.DataFrame())
 
 
@@ -335,8 +384,10 @@ def plot(evals: pd.DataFrame, out: Path, summary: pd.DataFrame | None = None) ->
         ax.legend(fontsize=6)
         fig.tight_layout()
         path = out / f"llm_{task}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        try:
+            integrity.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+        finally:
+            plt.close(fig)
         paths.append(path)
     return paths
 
@@ -351,16 +402,26 @@ def make_report(results: str | Path, figures: str | Path | None = None) -> dict[
     (default ``<results>/figures``); returns their paths and the number of runs read."""
     results = Path(results)
     figures = Path(figures) if figures is not None else default_figures(results)
-    runs, evals = collect(results)
+    skipped: list[tuple[str, str]] = []
+    runs, evals = collect(results, skipped)
     if runs.empty:
-        raise FileNotFoundError(f"no finished fine-tuning runs (result.json with status 'done') under {results}")
-    figures.mkdir(parents=True, exist_ok=True)
+        extra = f" ({len(skipped)} run(s) skipped as corrupt, see above)" if skipped else ""
+        raise FileNotFoundError(f"no finished fine-tuning runs (result.json with status 'done') under {results}{extra}")
+    _remove_stale_temporaries(figures)
     summary = summarise(runs)
-    (figures / "llm_report.md").write_text(to_markdown(summary))
-    summary.to_csv(figures / "llm_report.csv", index=False)
-    runs.to_csv(figures / "llm_runs.csv", index=False)
+    markdown = to_markdown(summary)
+    integrity.atomic_write(figures / "llm_report.md", lambda tmp: tmp.write_text(markdown))
+    integrity.atomic_write(figures / "llm_report.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    integrity.atomic_write(figures / "llm_runs.csv", lambda tmp: runs.to_csv(tmp, index=False))
     made = plot(evals, figures, summary) if not evals.empty else []
-    return {"table": figures / "llm_report.md", "figures": made, "runs": len(runs), "rows": len(summary)}
+    return {"table": figures / "llm_report.md", "figures": made, "runs": len(runs), "rows": len(summary),
+            "skipped": skipped}
+
+
+def _remove_stale_temporaries(figures: Path) -> None:
+    """Temporaries of a killed report in ``figures`` (``.llm_*.<pid>.tmp``) whose writer is gone."""
+    if figures.is_dir():
+        integrity.remove_stale_temporaries(figures.glob(".llm_*.tmp"))
 
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
@@ -369,7 +430,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         description="One table row per configuration (runs pooled only when they differ in the seed "
                     "alone), one figure per task. Writes llm_report.md, llm_report.csv, llm_runs.csv and "
                     "llm_<task>.png into <results>/figures unless --figures names another folder "
-                    "(--figures figures updates the committed figures/).")
+                    "(--figures figures updates the committed figures/). A run whose result.json or logs do "
+                    "not match their SHA-256 checksum files is skipped with a warning line (delete its folder "
+                    "and re-run it).")
     p.add_argument("--results", default="results/finetune", help="folder of run folders (default results/finetune)")
     p.add_argument("--figures", default=None, metavar="DIR",
                    help="where the table and figures go (default <results>/figures; "
@@ -381,8 +444,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         except FileNotFoundError as e:
             print(e)
             return 2
+        corrupt = f"; {len(out['skipped'])} corrupt run(s) skipped (see the warnings)" if out["skipped"] else ""
         print(f"{out['runs']} runs in {out['rows']} configurations -> {out['table']} "
-              f"and {len(out['figures'])} figure(s)")
+              f"and {len(out['figures'])} figure(s){corrupt}")
         return 0
 
     p.set_defaults(func=run)

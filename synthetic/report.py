@@ -5,6 +5,11 @@ experiment draws one figure (``rates_<experiment>.png``) and adds rows to the
 report table (``rates_report.csv`` and ``rates_report.md``): the measured
 quantity with a 95% bootstrap CI over seeds, the theory's prediction, and a
 verdict. Disagreements are reported as they are measured.
+
+Every figure and table is written atomically (:func:`zotheory.integrity.atomic_write`: a
+temporary named for this process, fsync, rename): a killed or failing report leaves the previous
+file (or none), never a truncated PNG or table; its own temporary is removed, and one left by a
+killed report is removed by the next one (only when the process that wrote it is gone).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from zotheory import bounds  # noqa: E402
+from zotheory import bounds, integrity  # noqa: E402
 from zotheory.errors import CommandError  # noqa: E402
 
 from . import analysis as A  # noqa: E402
@@ -74,10 +79,17 @@ def _save(fig, path: Path) -> Path:
     for ax in fig.axes:  # log axes: no labels on minor ticks (they overlap)
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        integrity.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return path
+
+
+def _remove_stale_temporaries(figures: Path) -> None:
+    """Temporaries of a killed report in ``figures`` (not its subfolders), whose writer is gone."""
+    integrity.remove_stale_temporaries(figures.glob(".rates_*.tmp"))
 
 
 def _band(ax, xs, Y, label, **kw):
@@ -472,6 +484,7 @@ def make_report(results: str | Path, figures: str | Path, only: Iterable[str] | 
     results, figures = Path(results), Path(figures)
     only = list(only) if only is not None else None
     figures.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(figures)
     df = load_results(results, only)
     if df.empty:
         raise NoResultFiles(f"no result files under {results}"
@@ -489,6 +502,7 @@ def make_report(results: str | Path, figures: str | Path, only: Iterable[str] | 
     rows.extend(r)
     made.append(path)
     table = pd.DataFrame(rows)
-    table.to_csv(figures / "rates_report.csv", index=False)
-    (figures / "rates_report.md").write_text(to_markdown(table))
+    integrity.atomic_write(figures / "rates_report.csv", lambda tmp: table.to_csv(tmp, index=False))
+    markdown = to_markdown(table)
+    integrity.atomic_write(figures / "rates_report.md", lambda tmp: tmp.write_text(markdown))
     return {"figures": made, "table": figures / "rates_report.md", "rows": len(table)}

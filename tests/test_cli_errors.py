@@ -24,6 +24,7 @@ pytest.importorskip("peft")
 
 from zotheory.cli import main  # noqa: E402
 from zotheory.llm import assets  # noqa: E402
+from zotheory.integrity import write_checked  # noqa: E402
 from zotheory.llm import train as train_mod  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning"),
@@ -46,14 +47,7 @@ def env(tmp_path, monkeypatch):
     return tmp_path
 
 
-def run(argv, capsys):
-    """``zotheory.cli.main(argv)``: (exit code, stdout, stderr); argparse's exit counts as a return."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as stop:
-        code = stop.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from examples import run_main as run  # noqa: E402
 
 
 def finetune(*extra, task="sentiment", model="tiny-llama", method="zo_sgd", out=None):
@@ -137,13 +131,14 @@ def _run_with_checkpoint(content):
 def _torch_save_wrong_structure(path):
     cfg = train_mod.TrainConfig(task="toy", model="tiny-llama", method="zo_sgd", steps=1, out_dir="old-run",
                                 batch_size=2, eval_examples=4, test_examples=4, device="cpu", progress=False)
-    torch.save({"format": 1, "config": cfg.to_dict(), "step": 1}, path)  # no weights, optimizer, rng, ...
+    # with a matching checksum file (issue 18): the structure check behind the checksum is what is tested
+    write_checked(path, lambda p: torch.save({"format": 1, "config": cfg.to_dict(), "step": 1}, p))  # no weights, ...
 
 
 def _truncated_zip(path):
     torch.save({"format": 1, "weights": torch.zeros(1000)}, path)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
+    write_checked(path, lambda p: p.write_bytes(data[: len(data) // 2]))  # checksum matches: torch.load fails
 
 
 FRESH = "fresh-run"  # the --out-dir of the cases below that must not create it

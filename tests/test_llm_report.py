@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from zotheory.integrity import write_checked
 from zotheory.llm import report
 from zotheory.llm import train as train_mod
 from zotheory.llm.train import EVAL_COLUMNS, LOG_COLUMNS, TrainConfig
@@ -35,7 +36,8 @@ def fake_run(root: Path, name: str, *, test: float = 0.5, dev=(0.5, 0.55, 0.6), 
     calls = 2  # zero-order: 2 forward passes per step
     log = [{"run_id": config.run_id(), "method": config.method, "task": config.task, "model": config.model,
             "seed": config.seed, "step": t, "loss": 0.7, "lr": config.resolved_lr, "forward_passes": calls * t,
-            "wall_time": 0.1 * t, "step_time": 0.1, "peak_memory_mb": 100.0, "skipped": False}
+            "wall_time": 0.1 * t, "step_time": 0.1, "peak_memory_mb": 100.0, "skipped": False, "segment": 0,
+            "override": None}
            for t in range(1, config.steps + 1)]
     steps = [0] + [t for t in range(1, config.steps + 1) if t % config.eval_every == 0]
     evals = [{"run_id": config.run_id(), "step": s, "split": "dev", "accuracy": a, "loss": 0.7, "n": 8,
@@ -43,8 +45,10 @@ def fake_run(root: Path, name: str, *, test: float = 0.5, dev=(0.5, 0.55, 0.6), 
     best = max(range(len(evals)), key=lambda i: (evals[i]["accuracy"], -i))
     evals += [{**evals[0], "split": "test", "accuracy": 0.5},
               {**evals[best], "split": "test", "accuracy": test}]
-    pd.DataFrame(log, columns=list(LOG_COLUMNS)).to_parquet(out / "log.parquet", index=False)
-    pd.DataFrame(evals, columns=list(EVAL_COLUMNS)).to_parquet(out / "evals.parquet", index=False)
+    # every file with its SHA-256 sidecar, as train writes it (the report refuses files without one)
+    write_checked(out / "log.parquet", lambda p: pd.DataFrame(log, columns=list(LOG_COLUMNS)).to_parquet(p, index=False))
+    write_checked(out / "evals.parquet",
+                  lambda p: pd.DataFrame(evals, columns=list(EVAL_COLUMNS)).to_parquet(p, index=False))
     result = {
         "status": status, "error": None, "run_id": config.run_id(), "config": config.to_dict(),
         "lr": config.resolved_lr, "steps_done": config.steps, "zero_shot": {"dev": dev[0], "test": 0.5},
@@ -53,7 +57,7 @@ def fake_run(root: Path, name: str, *, test: float = 0.5, dev=(0.5, 0.55, 0.6), 
         "peak_memory_mb": 100.0, "peak_memory_kind": "cpu_ru_maxrss", "device": ran_on, "dtype": config.dtype,
         "skipped_steps": [], "trainable_parameters": 10, "versions": {}, "parallel": {"world_size": world_size},
     }
-    (out / "result.json").write_text(json.dumps(result, indent=2, sort_keys=True))
+    write_checked(out / "result.json", lambda p: p.write_text(json.dumps(result, indent=2, sort_keys=True)))
     return out
 
 
@@ -165,7 +169,7 @@ def test_runs_saved_before_the_loss_field_read_as_nll(tmp_path):
     out = fake_run(tmp_path, "old", seed=0, loss="nll")
     r = json.loads((out / "result.json").read_text())
     del r["config"]["loss"]
-    (out / "result.json").write_text(json.dumps(r))
+    write_checked(out / "result.json", lambda p: p.write_text(json.dumps(r)))
     fake_run(tmp_path, "new", seed=1, loss="nll")
     fake_run(tmp_path, "cls", seed=2, loss="classification")
     summary = summary_of(tmp_path)

@@ -31,27 +31,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserW
               pytest.mark.usefixtures("one_thread")]
 
 
-from examples import Ex  # noqa: E402
-
-
-WORDS = ("great", "good", "fine", "bad", "dull", "terrible")
-
-
-class ToyTask:
-    """Sentiment-like examples from a fixed generator (train 24 / dev 8 / test 8)."""
-
-    def __init__(self, sizes=(("train", 24), ("dev", 8), ("test", 8))):
-        self.data = {}
-        for k, (name, n) in enumerate(sizes):
-            g = torch.Generator().manual_seed(100 + k)
-            out = []
-            for i in range(n):
-                w = WORDS[int(torch.randint(0, len(WORDS), (1,), generator=g))]
-                out.append(Ex(f"The film was {w}. It was", (" terrible", " great"), int(w in WORDS[:3]), f"{name}{i}"))
-            self.data[name] = out
-
-    def split(self, name):
-        return list(self.data[name])
+from examples import Ex, NanAt as _NanAt, ToyTask  # noqa: E402 (test_cuda imports ToyTask from here)
 
 
 def config(tmp_path, **kw) -> TrainConfig:
@@ -227,8 +207,11 @@ def test_train_writes_tidy_outputs_and_selects_on_dev(tmp_path):
     assert result["zero_shot"]["test"] == tests["accuracy"].iloc[0]
     assert result["peak_memory_kind"] == "cpu_ru_maxrss" and result["trainable_parameters"] > 0
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
-    with pytest.raises(ValueError, match="already holds a run"):
-        train(config(tmp_path, method="jaguar_signsgd", optim={"coords_per_step": 4}, lora=True), task=ToyTask())
+    # a finished run is left as it is (issue 18; tests/test_finetune_integrity.py checks the bytes)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert train(config(tmp_path, method="jaguar_signsgd", optim={"coords_per_step": 4}, lora=True),
+                 task=ToyTask()) == out
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def _checkpoint(out):
@@ -290,20 +273,6 @@ def test_resume_refuses_another_config(tmp_path):
     assert json.loads((out / "result.json").read_text())["steps_done"] == 5
 
 
-class _NanAt:
-    """Wrap scoring.loss_closure so the loss is nan at chosen training steps (counted by closures made)."""
-
-    def __init__(self, real, steps):
-        self.real, self.steps, self.made = real, set(steps), 0
-
-    def __call__(self, model, tok, batch, grad=False, **kwargs):
-        self.made += 1
-        inner = self.real(model, tok, batch, grad=grad, **kwargs)
-        if self.made in self.steps:
-            return lambda: inner() * float("nan")
-        return inner
-
-
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     import zotheory.llm.scoring as scoring
 
@@ -322,8 +291,8 @@ def test_skip_nonfinite_records_the_skipped_step(tmp_path, monkeypatch):
     import zotheory.llm.scoring as scoring
 
     monkeypatch.setattr(scoring, "loss_closure", _NanAt(scoring.loss_closure, {2, 5}))
-    out = train(config(tmp_path, method="jaguar_muon", optim={"coords_per_step": 2}, skip_nonfinite=True),
-                task=ToyTask())
+    out = train(config(tmp_path, method="jaguar_muon", optim={"coords_per_step": 2}, skip_nonfinite=True,
+                       max_skipped_fraction=0.5), task=ToyTask())  # 2 of 6 > the default 0.1 (issue 18)
     log = pd.read_parquet(out / "log.parquet")
     assert log["skipped"].tolist() == [False, True, False, False, True, False]
     assert log["loss"].isna().tolist() == log["skipped"].tolist()

@@ -27,6 +27,7 @@ import pytest
 import torch
 
 from bitwise import bits
+from zotheory import integrity
 from zotheory.estimators import gaussian_two_point, jaguar_coordinates
 from zotheory.orthogonalize import orthogonalize
 from zotheory.synthetic.runner import RunSpec
@@ -137,7 +138,7 @@ def test_sweep_killed_at_several_points_resumes_to_identical_results(tmp_path):
     assert counts == sorted(counts)
 
     # 4. a last restart finishes: only the missing runs are computed and written.
-    before = len(_files(killed))
+    before = sum(integrity.problem(p) is None for p in _files(killed))  # a file without its checksum is redone
     summary = run_specs(specs, killed, progress=False)
     assert summary["written"] == n - before and summary["skipped"] == before
     resumed = _results(killed)
@@ -177,38 +178,9 @@ from zotheory.llm import train as train_mod  # noqa: E402
 from zotheory.llm.train import TrainConfig, train  # noqa: E402
 
 
-_TOY_SRC = textwrap.dedent("""
-    import dataclasses
-    import torch
-
-    @dataclasses.dataclass(frozen=True)
-    class Ex:
-        context: str
-        candidates: tuple
-        label: int
-        uid: str = ""
-
-    WORDS = ("great", "good", "fine", "bad", "dull", "terrible")
-
-    class ToyTask:
-        \"\"\"Sentiment-like examples from a fixed generator (train 24 / dev 8 / test 8).\"\"\"
-
-        def __init__(self):
-            self.data = {}
-            for k, (name, n) in enumerate((("train", 24), ("dev", 8), ("test", 8))):
-                g = torch.Generator().manual_seed(100 + k)
-                out = []
-                for i in range(n):
-                    w = WORDS[int(torch.randint(0, len(WORDS), (1,), generator=g))]
-                    out.append(Ex(f"The film was {w}. It was", (" terrible", " great"), int(w in WORDS[:3]),
-                                  f"{name}{i}"))
-                self.data[name] = out
-
-        def split(self, name):
-            return list(self.data[name])
-""")
-exec(_TOY_SRC)
-ToyTask = globals()["ToyTask"]
+# the fine-tuning subprocesses below import the tests' shared toy task (tests/examples.py)
+_TOY_SRC = f"import sys\nimport torch\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\nfrom examples import ToyTask\n"
+from examples import ToyTask  # noqa: E402
 
 
 def _ft_config(out_dir, **kw) -> TrainConfig:
@@ -290,7 +262,7 @@ def test_fine_tuning_killed_twice_resumes_bitwise(tmp_path):
     # 1. killed inside the 8th checkpoint write: checkpoint 7 stays, the temporary is left behind.
     assert _train_proc(cfg, kill_at=8).wait(timeout=300) == -signal.SIGKILL
     assert _ckpt_step(out) == 7
-    assert list(out.glob(".checkpoint.pt.tmp*"))
+    assert list(out.glob(".checkpoint.pt.*.tmp"))  # zotheory.integrity's per-process temporary
     assert not (out / "result.json").exists()
 
     # 2. restarted with resume=True, killed from outside mid-run.
@@ -315,17 +287,17 @@ def test_crash_while_writing_final_outputs_resumes_to_the_same_result(tmp_path, 
     kw = dict(steps=6, eval_every=2)
     full = train(_ft_config(tmp_path / "full", **kw), task=ToyTask())
     cfg = _ft_config(tmp_path / "crash", **kw)
-    real = train_mod.atomic_write
+    real = train_mod.write_checked  # every output goes through zotheory.integrity.write_checked
 
     def crashing(path, write):
         if Path(path).name == "result.json":  # the final checkpoint and log are on disk already
             raise _Crash()
-        real(path, write)
+        return real(path, write)
 
-    monkeypatch.setattr(train_mod, "atomic_write", crashing)
+    monkeypatch.setattr(train_mod, "write_checked", crashing)
     with pytest.raises(_Crash):
         train(cfg, task=ToyTask())
-    monkeypatch.setattr(train_mod, "atomic_write", real)
+    monkeypatch.setattr(train_mod, "write_checked", real)
     assert _ckpt_step(Path(cfg.out_dir)) == 6 and not (Path(cfg.out_dir) / "result.json").exists()
     train(dataclasses.replace(cfg, resume=True), task=ToyTask())
     _assert_same_outputs(full, Path(cfg.out_dir))
@@ -349,10 +321,16 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path):
     out = train(cfg, task=ToyTask(), stop_after=2)
     ckpt = out / train_mod.CHECKPOINT
     data = ckpt.read_bytes()
-    ckpt.write_bytes(data[: len(data) // 2])  # truncated
+    ckpt.write_bytes(data[: len(data) // 2])  # truncated: its SHA-256 no longer matches (issue 18)
+    from zotheory.integrity import CorruptFile, write_checked
+
+    with pytest.raises(CorruptFile, match=r"corrupt file .*checkpoint\.pt \(SHA-256"):
+        train(dataclasses.replace(cfg, resume=True), task=ToyTask())
+
+    write_checked(ckpt, lambda p: p.write_bytes(data[: len(data) // 2]))  # intact bytes of a truncated file
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*checkpoint\.pt"):
         train(dataclasses.replace(cfg, resume=True), task=ToyTask())
-    torch.save({"something": "else"}, ckpt)
+    write_checked(ckpt, lambda p: torch.save({"something": "else"}, p))
     with pytest.raises(ValueError, match=r"checkpoint\.pt is not a zotheory training checkpoint"):
         train(dataclasses.replace(cfg, resume=True), task=ToyTask())
 
@@ -599,3 +577,21 @@ def test_damaged_result_file_is_reported_with_its_path(tmp_path):
     (d / "run.parquet").write_bytes(data[: len(data) // 2])
     with pytest.raises(Exception, match=r"run\.parquet"):
         load_results(tmp_path)
+
+
+def test_every_test_named_in_docs_reliability_md_exists():
+    """docs/reliability.md maps each guarantee to its tests (``file.py::test`` and ``::test`` for
+    the same file as the name before it): a renamed or deleted test must not leave it naming one."""
+    import re
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "docs" / "reliability.md").read_text()
+    current, named = None, []
+    for m in re.finditer(r"`(?:(test_\w+\.py))?::(test_\w+)`", text):
+        current = m.group(1) or current
+        assert current is not None, m.group(0)
+        named.append((current, m.group(2)))
+    assert len(named) > 60
+    missing = [f"{f}::{t}" for f, t in named
+               if not re.search(rf"^def {t}\(", (repo / "tests" / f).read_text(), re.M)]
+    assert missing == []

@@ -12,8 +12,10 @@
   file (or its sidecar) is detected.
 * :func:`problem` -- the same check as a string (or None), for callers that decide themselves
   (a sweep recomputes such a run).
-* :func:`is_temporary`, :func:`temporary_owner` -- recognise temporaries and the process that
-  wrote them, so stale ones are removed only when their owner is gone.
+* :func:`is_temporary`, :func:`temporary_owner`, :func:`remove_stale_temporaries` -- recognise
+  temporaries and the process that wrote them; stale ones are removed only when their owner is
+  gone.
+* :func:`git_sha` -- the provenance every result records: the source tree's commit.
 
 OS errors while writing (a full disk, a read-only file system, no permission) become a
 :class:`CommandError` naming the path (:func:`atomic_write`); the temporary is removed.
@@ -25,13 +27,15 @@ import errno
 import hashlib
 import os
 import re
+import subprocess
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .errors import CommandError
 
-__all__ = ["CorruptFile", "atomic_write", "write_checked", "verify", "problem", "sha256_file", "SIDECAR",
-           "is_temporary", "temporary_owner", "owner_alive", "disk_error"]
+__all__ = ["CorruptFile", "git_sha", "atomic_write", "write_checked", "verify", "problem", "sha256_file", "SIDECAR",
+           "is_temporary", "temporary_owner", "remove_stale_temporaries", "owner_alive", "disk_error"]
 
 SIDECAR = ".sha256"
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
@@ -156,6 +160,23 @@ def temporary_owner(path: str | os.PathLike) -> int | None:
     return int(m.group("pid")) if m else None
 
 
+def remove_stale_temporaries(paths: Iterable[str | os.PathLike]) -> int:
+    """Delete those of ``paths`` that are temporaries (``.<name>.<pid>.tmp``) whose writing process
+    is gone; returns how many. A live writer's temporaries (another sweep's, another report's)
+    are left alone, as is anything that is not a temporary or cannot be removed."""
+    n = 0
+    for p in paths:
+        pid = temporary_owner(p)
+        if pid is None or owner_alive(pid):
+            continue
+        try:
+            Path(p).unlink()
+            n += 1
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
+    return n
+
+
 def owner_alive(pid: int) -> bool:
     """Whether a process with this pid exists (on this machine)."""
     if pid == os.getpid():
@@ -167,3 +188,95 @@ def owner_alive(pid: int) -> bool:
     except PermissionError:  # pragma: no cover - someone else's process
         return True
     return True
+
+
+# ----------------------------------------------------------------------------- added for the rates sweep
+# (issue 18): a read that verifies the very bytes it returns, and advisory locks.
+
+
+def _recorded_sha256(path: Path) -> tuple[str | None, str | None]:
+    """(the digest recorded in ``path``'s sidecar, None) or (None, why there is none); the same
+    rules and wording as :func:`problem`."""
+    side = sidecar(path)
+    if not side.is_file():
+        return None, f"no checksum file {side.name} (the write never finished)"
+    try:
+        text = side.read_bytes()
+    except OSError as err:
+        return None, f"unreadable checksum file {side.name}: {err.strerror or type(err).__name__}"
+    m = re.fullmatch(rb"([0-9a-f]{64})  (.*)\n", text)
+    if m is None or m.group(2) != path.name.encode():
+        return None, f"malformed checksum file {side.name}"
+    return m.group(1).decode(), None
+
+
+def read_checked(path: str | os.PathLike, fix: str | None = None) -> bytes:
+    """The bytes of ``path``, read once and verified against its sidecar (so what the caller
+    parses is exactly what was checked); :class:`CorruptFile` as :func:`verify` otherwise."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CorruptFile(path, "missing", fix) from None
+    except OSError as err:
+        raise CorruptFile(path, f"unreadable: {err.strerror or type(err).__name__}", fix) from err
+    recorded, reason = _recorded_sha256(path)
+    if reason is not None:
+        raise CorruptFile(path, reason, fix)
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != recorded:
+        raise CorruptFile(path, f"SHA-256 {actual[:12]}... does not match the recorded {recorded[:12]}...", fix)
+    return data
+
+
+def try_lock(path: str | os.PathLike, *, blocking: bool = False) -> int | None:
+    """An exclusive advisory lock (``fcntl.flock``) on the file ``path`` (created if missing):
+    the open descriptor holding it, to pass to :func:`unlock`; None when another process (or
+    another descriptor) holds it and ``blocking`` is false. The kernel releases it when the
+    holder exits, however it exits. Linux/POSIX only. Missing folders are created; one that
+    cannot be written is the one-line error of :func:`disk_error`. The lock file is left in place
+    (removing it would let two processes lock two different files of the same name)."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT):
+            raise disk_error(err, path) from err
+        raise
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def unlock(fd: int) -> None:
+    """Release a lock taken by :func:`try_lock` (closing its descriptor)."""
+    os.close(fd)
+
+
+__all__ += ["read_checked", "sidecar", "try_lock", "unlock"]
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    """``git rev-parse HEAD`` of the package's source tree with ``-dirty`` appended when tracked files
+    have uncommitted changes; ``None`` outside a git checkout or without git. Once per process."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=10).stdout.strip()
+        if not sha:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + "-dirty" if dirty else sha
