@@ -44,6 +44,27 @@ def tail_average(df: pd.DataFrame, key: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def output_ratio(df: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per run: ``||grad f(x^{N(T)})||`` over its expectation given the trajectory.
+
+    N(T) ~ U{1..T} is drawn independently of the trajectory, so given it
+    ``E_N ||grad f(x^N)|| = (1/T) sum_{t=1..T} ||grad f(x^t)|| = (S_T - g_0 + g_T) / T``, where
+    ``S_T`` is ``sum_grad`` at ``t = T`` (the sum over ``t = 0..T-1``), ``g_0 = S_1`` (the sum at
+    ``t = 1``) and ``g_T`` the norm at ``t = T``. The ratio ``out_grad / that`` has expectation
+    exactly 1 whatever the trajectory; returns the final rows with a column ``output_ratio``."""
+    out = []
+    for _, g in df.groupby("run_id", sort=False):
+        T = int(g["T"].iloc[0])
+        first, last = g[g["t"] == 1], g[g["t"] == T]
+        if first.empty or last.empty:
+            continue
+        row = last.iloc[0].copy()
+        expected = (row[f"sum_grad_{key}"] - first[f"sum_grad_{key}"].iloc[0] + row[f"grad_{key}"]) / T
+        row["output_ratio"] = row[f"out_grad_{key}"] / expected
+        out.append(row)
+    return pd.DataFrame(out)
+
+
 def loglog_slope(x: np.ndarray, y: np.ndarray) -> float:
     """Least-squares slope of log y against log x (positive, finite points only)."""
     x, y = np.asarray(x, float), np.asarray(y, float)

@@ -121,7 +121,18 @@ def report_t_sweep(df: pd.DataFrame, out: Path) -> tuple[list[Row], Path]:
             if sub.empty:
                 continue
             xs, Y = A.seed_matrix(sub, "T", f"avg_grad_{key}")
-            _band(ax, xs, Y, f"{cond}: measured")
+            line = _band(ax, xs, Y, f"{cond}: measured")
+            # the pseudocode's output x^{N(T)}, N(T) ~ U{1..T}: one draw per seed (mean over seeds)
+            xo, Yo = A.seed_matrix(sub, "T", f"out_grad_{key}")
+            ax.plot(xo, Yo.mean(axis=0), "x", ms=5, color=line.get_color(),
+                    label=f"{cond}: ||grad f(x^N(T))||, mean over seeds")
+            ratio = A.output_ratio(df[(df["algorithm"] == algo) & (_label(df, "condition") == cond)], key)
+            if len(ratio) >= 2:
+                r, rlo, rhi = A.bootstrap(ratio["output_ratio"].to_numpy()[:, None], lambda m: float(m[0]))
+                rows.append(_row("t_sweep", f"{algo}, {cond}",
+                                 "||grad f(x^N(T))|| / its expectation given the run (mean over runs)",
+                                 r, rlo, rhi, 1.0, _verdict(rlo, rhi, 1.0, 0.1), seeds=len(ratio),
+                                 note="runs of every T pooled; N(T) ~ U{1..T} drawn apart from the run"))
             firsts = sub.sort_values("T").drop_duplicates("T")
             ax.plot(firsts["T"], [A.run_bound(r) for _, r in firsts.iterrows()], "--", lw=1,
                     label=f"{cond}: Theorem bound (derived constants)")

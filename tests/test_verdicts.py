@@ -2,8 +2,8 @@
 
 * ``synthetic.report._verdict``: cases that must agree and cases that must disagree (a
   verdict that always says "agrees" fails here).
-* N(T) ~ Uniform{1..T}: a chi-square test on the output index drawn by the batched engine
-  and by the single-run driver, with fixed seeds and a stated threshold (p > 1e-4): drawing
+* N(T) ~ Uniform{1..T}: a chi-square test on the output index drawn by the synthetic engine
+  (the one driver), with fixed seeds and a stated threshold (p > 1e-4): drawing
   from {1..T-1}, or always returning N = T, fails it.
 * Slope fits recover a known exponent exactly and their bootstrap CI excludes a wrong one.
 """
@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 
-from zotheory.runner import run
 from zotheory.synthetic.analysis import bootstrap, loglog_slope
-from zotheory.synthetic.registry import make_problem
 from zotheory.synthetic.report import _verdict
 from zotheory.synthetic.runner import RunSpec, run_group
 
@@ -56,16 +53,6 @@ def test_the_batched_engine_draws_N_uniformly_on_1_to_T():
     assert p > P_THRESHOLD, f"N(T) is not uniform on 1..{T}: chi-square p = {p:.2e}"
 
 
-def test_the_single_run_driver_draws_N_uniformly_on_1_to_T():
-    T = 5
-    p_ = make_problem({"family": "separable_cosine", "d": 2, "a": 1.0, "b": 0.5, "w": 2.0, "x0_scale": 1.0,
-                       "seed": 0})
-    draws = np.array([run("zo_sgd", p_.x0, p_.value, T, gamma=0.01, tau=1e-3,
-                          generator=torch.Generator().manual_seed(s)).N for s in range(1500)])
-    p = _chi_square_p(draws, T)
-    assert p > P_THRESHOLD, f"N(T) is not uniform on 1..{T}: chi-square p = {p:.2e}"
-
-
 def test_slope_fits_recover_the_exponent_and_the_ci_excludes_a_wrong_one():
     rng = np.random.default_rng(0)
     T = np.logspace(3, 6, 10)
@@ -74,3 +61,20 @@ def test_slope_fits_recover_the_exponent_and_the_ci_excludes_a_wrong_one():
     point, lo, hi = bootstrap(seeds, lambda mean: loglog_slope(T, mean), seed=0)
     assert point == pytest.approx(-0.5, abs=0.01) and lo <= -0.5 <= hi
     assert _verdict(lo, hi, -0.5) == "agrees" and _verdict(lo, hi, -0.25) == "disagrees"
+
+
+def test_output_ratio_has_mean_one_over_the_output_index():
+    """The report's check of x^{N(T)}: given a trajectory, ||grad f(x^N)|| over its expectation
+    (1/T) sum_{t=1..T} g_t averages to exactly 1 over N in {1..T} (and not over {0..T-1})."""
+    import pandas as pd
+
+    from zotheory.synthetic.analysis import output_ratio
+
+    T, g0 = 6, 9.0
+    g = np.array([5.0, 4.0, 2.5, 3.0, 1.0, 0.5])  # ||grad f(x^t)||, t = 1..T
+    sums = np.cumsum(np.concatenate([[g0], g[:-1]]))  # sum over s = 0..t-1
+    frames = [pd.DataFrame({"run_id": f"r{N}", "T": T, "t": np.arange(1, T + 1), "grad_l1": g, "sum_grad_l1": sums,
+                            "out_grad_l1": g[N - 1], "out_N": N}) for N in range(1, T + 1)]
+    ratio = output_ratio(pd.concat(frames), "l1")["output_ratio"].to_numpy()
+    assert len(ratio) == T and ratio.mean() == pytest.approx(1.0, abs=1e-12)
+    assert ratio.max() / ratio.min() == pytest.approx(g.max() / g.min())
