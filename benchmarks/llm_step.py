@@ -94,6 +94,10 @@ __all__ = [
     "run",
     "overhead_breakdown",
     "profile_step",
+    "SHARED_CASES",
+    "SHARED_COLUMNS",
+    "run_shared",
+    "expected_forwards",
 ]
 
 # SmolLM2-135M's config.json (~/.cache/zotheory/models/smollm2-135m/config.json), copied so
@@ -167,8 +171,15 @@ def make_batch(vocab_size: int, batch: int = 16, seq_len: int = 32, *, seed: int
                 candidates=cands.to(device), labels=labels.to(device))
 
 
-def make_closure(model, batch: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
-    """MeZO's classification loss on single-token candidates (float32 scalar), in the ambient grad mode."""
+def make_closure(model, batch: dict[str, torch.Tensor], *, shared_prefix: bool = False) -> Callable[[], torch.Tensor]:
+    """MeZO's classification loss on single-token candidates (float32 scalar), in the ambient grad mode.
+
+    ``shared_prefix``: run the forwards through :class:`zotheory.llm.prefix.SharedPrefix` (as
+    ``zotheory.llm.scoring.loss_closure`` does by default; the closure's ``shared_prefix``
+    attribute is it), else plain (this benchmark's other rows)."""
+    from zotheory.llm.prefix import SharedPrefix
+
+    shared = SharedPrefix(model) if shared_prefix else None
     ids, att, cands, labels = batch["input_ids"], batch["attention_mask"], batch["candidates"], batch["labels"]
     # The last position as an index tensor (as zotheory.llm.scoring passes it): an int
     # logits_to_keep slices a non-contiguous view, and with a frozen lm_head (LoRA)
@@ -176,10 +187,12 @@ def make_closure(model, batch: dict[str, torch.Tensor]) -> Callable[[], torch.Te
     keep = torch.tensor([ids.shape[1] - 1], device=ids.device)
 
     def closure() -> torch.Tensor:
-        logits = model(input_ids=ids, attention_mask=att, use_cache=False, logits_to_keep=keep).logits[:, -1]
+        kw = dict(input_ids=ids, attention_mask=att, use_cache=False, logits_to_keep=keep)
+        logits = (model(**kw) if shared is None else shared(0, **kw)).logits[:, -1]
         logp = logits.float().log_softmax(-1)[:, cands]
         return torch.nn.functional.cross_entropy(logp, labels)
 
+    closure.shared_prefix = shared
     return closure
 
 
@@ -227,49 +240,17 @@ def mezo_step(named_params: Sequence[tuple[str, torch.nn.Parameter]], closure: C
 
 
 def steady_state(opt, case: str, *, steps: int = STEADY_STEPS, seed: int = 1, in_place: bool = False) -> int:
-    """Load JAGUAR momentum as a long run leaves it; returns the number of non-zero entries.
+    """Load JAGUAR momentum as a long run leaves it; returns the number of entries held.
 
     ``block``: every entry non-zero. ``k=...``: ``k * steps`` random coordinates over the
-    concatenation (at most all), plus one entry of every tensor (every tensor touched).
-    Non-JAGUAR optimizers are left as they are (their state is dense from the first step
-    or empty); returns 0. The new momentum goes through ``load_state_dict`` (the public
-    way; it clones every buffer), or with ``in_place=True`` straight into the live buffers
-    (no transient copy: what a peak-memory measurement needs).
+    concatenation, plus one entry of every tensor (every tensor touched), each tensor in the
+    form JAGUAR's switch rule gives (sparse below 1/16 of it): :func:`.memory.long_run_state`.
+    Non-JAGUAR optimizers are left as they are; returns 0. ``in_place`` is kept for callers
+    (the states are always set in place, without a copy of the weights' size).
     """
-    if opt.method not in ("jaguar_signsgd", "jaguar_muon"):
-        return 0
-    if in_place:
-        momenta = [s.momentum for s in opt.kernel_states]
-        sd = None
-    else:
-        sd = opt.state_dict()
-        momenta = [st["momentum"] for _, st in sorted(sd["state"].items())]
-    g = torch.Generator().manual_seed(seed)
-    numels = [m.numel() for m in momenta]
-    total = sum(numels)
-    nnz = 0
-    with torch.no_grad():
-        if case == "block":
-            for m in momenta:
-                m.copy_(torch.randn(m.shape, generator=g, dtype=m.dtype).to(m.device))
-                nnz += m.numel()
-        else:
-            k = int(opt.hp["coords_per_step"])
-            n = min(total, k * steps)
-            flat = torch.randint(0, total, (n,), generator=g)
-            lo = 0
-            for m, c in zip(momenta, numels):
-                local = flat[(flat >= lo) & (flat < lo + c)] - lo
-                local = torch.cat([local, torch.randint(0, c, (1,), generator=g)]).unique()
-                m.view(-1).index_copy_(0, local.to(m.device),
-                                       torch.randn(local.numel(), generator=g, dtype=m.dtype).to(m.device))
-                nnz += local.numel()
-                lo += c
-    if in_place:
-        opt.refresh_caches()  # re-derive the kernels' supports from the buffers
-    else:
-        opt.load_state_dict(sd)
-    return nnz
+    from .memory import long_run_state
+
+    return long_run_state(opt, "block" if case == "block" else "k", steps=steps, seed=seed)
 
 
 # ------------------------------------------------------------------------------- the benchmark
@@ -454,6 +435,181 @@ def run(quick: bool = True, progress: bool = True, *, modes: Iterable[str] = ("l
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
+# ------------------------------------------------------------------------ shared-prefix forwards
+
+#: (method, case, hyperparameters) of the shared-prefix benchmark (issue 13, item 2); LeZO's
+#: ``drop=L-1`` keeps one random block per step (``drop_layers`` set from the model by run_shared).
+SHARED_CASES: tuple[tuple[str, str, dict], ...] = (
+    ("jaguar_signsgd", "k=1", dict(coords_per_step=1)),
+    ("jaguar_signsgd", "k=8", dict(coords_per_step=8)),
+    ("lezo", "default", dict()),
+    ("lezo", "drop=L-1", dict()),
+)
+
+SHARED_COLUMNS = ("benchmark", "method", "case", "mode", "model", "trainable", "n_forwards", "steps",
+                  "shared_forwards_per_step", "plain_forwards_per_step", "cpu_shared_forwards_per_step",
+                  "cpu_plain_forwards_per_step", "blocks_forwards_per_step", "expected_forwards_per_step",
+                  "forward_seconds", "batch", "seq_len", "threads", "reps")
+
+
+def _case_hp(method: str, case: str, hp: dict, n_layers: int) -> dict:
+    return dict(hp, drop_layers=n_layers - 1) if (method, case) == ("lezo", "drop=L-1") else dict(hp)
+
+
+def expected_forwards(model, batch: dict[str, torch.Tensor], method: str, hp: dict, *, samples: int = 2000,
+                      seed: int = 0) -> float:
+    """Blocks a step runs with shared prefixes, in units of one forward's blocks, averaged over
+    ``samples`` random steps drawn as the optimizer draws them: JAGUAR's ``k`` coordinates
+    uniform over all trainable entries (their lowest block from
+    :meth:`zotheory.llm.prefix.Plan.lowest_block`, with this batch's tokens), LeZO's active
+    blocks (``drop_layers`` dropped uniformly). The cache policy is the one the forwards use
+    (:func:`zotheory.llm.prefix.schedule`). What the parameter distribution predicts: the
+    embedding, position ids, mask and head are not counted (they run on every call)."""
+    from zotheory.algorithms import lezo
+    from zotheory.estimators import Perturbation
+    from zotheory.llm.models import named_trainable_parameters
+    from zotheory.llm.prefix import plan_for, schedule
+    from zotheory.random import sample_coordinates
+
+    plan = plan_for(model)
+    n = len(plan.blocks)
+    named = named_trainable_parameters(model)
+    params = [p for _, p in named]
+    offsets = torch.tensor([0] + [p.numel() for p in params]).cumsum(0)
+    g = torch.Generator().manual_seed(seed)
+    ids = batch["input_ids"]
+
+    def cost(lows: list[int]) -> int:
+        cached: set[int] = set()
+        blocks = 0
+        for low in lows:  # each perturbation: f+ then f-
+            low = min(low, n - 1)
+            if low <= 0:
+                blocks += 2 * n
+                continue
+            start, record = schedule(cached, low, n)
+            cached.update(record)
+            blocks += (n - start) + (n - low)
+        return blocks
+
+    total = 0
+    for _ in range(samples):
+        if method == "lezo":
+            layers = lezo.layer_ids([name for name, _ in named])
+            ids_all = sorted({i for i in layers if i >= 0})
+            drop = hp.get("drop_layers")
+            drop = len(ids_all) // 2 if drop is None else drop
+            gone = set(lezo.draw_dropped(ids_all, drop, g))
+            active = tuple(p for p, i in zip(params, layers) if i not in gone)
+            lows = [plan.lowest_block(Perturbation(None, active, (None,) * len(active)), ids)]
+        else:
+            flat = sample_coordinates(int(offsets[-1]), int(hp.get("coords_per_step", 8)), g)
+            lows = []
+            for i in flat.tolist():
+                t = int(torch.searchsorted(offsets, torch.tensor(i), right=True)) - 1
+                p = Perturbation(None, (params[t],), (torch.tensor([i - int(offsets[t])]),))
+                lows.append(plan.lowest_block(p, ids))
+        total += cost(lows)
+    return total / samples / n
+
+
+def run_shared(quick: bool = True, progress: bool = True, *, modes: Iterable[str] = ("lora", "ft"),
+               cases: Sequence[tuple[str, str, dict]] = SHARED_CASES, reps: int = 3, warmup: int = 1,
+               steps: dict[str, int] | None = None, batch: int = 16, seq_len: int = 32, lr: float = 1e-7,
+               tau: float = 1e-3, samples: int = 2000):
+    """A step with shared-prefix forwards in units of one (plain) forward, against the same step
+    with plain forwards: two optimizers made alike (same seed: the same draws, step for step),
+    one on a :func:`make_closure` ``(shared_prefix=True)`` closure, one on a plain one, and one
+    plain forward, timed interleaved (``reps`` rounds after ``warmup``; each round runs
+    ``steps[case]`` steps of each optimizer, default 8 for ``k=1``, 4 for LeZO and 1 for ``k=8``,
+    since a step's cost depends on its random draw). ``*_forwards_per_step`` = mean step time
+    / mean forward time (wall; ``cpu_*``: thread CPU time); ``blocks_forwards_per_step``: the
+    decoder blocks the shared steps ran (counted by hooks) / blocks per forward;
+    ``expected_forwards_per_step``: :func:`expected_forwards` (from the parameter distribution).
+    The optimizers start fresh (JAGUAR's momentum empty, not :func:`steady_state`): the move's
+    cost is a few thousandths of the forwards either way (the ``k=1`` rows of :func:`run`).
+    """
+    import pandas as pd
+
+    from zotheory import optim
+    from zotheory.llm.models import trainable_parameters
+    from zotheory.llm.prefix import plan_for
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = []
+    try:
+        for mode in modes:
+            model = _build(mode, quick, "cpu")
+            data = make_batch(model.config.vocab_size, batch, seq_len)
+            plain, shared = make_closure(model, data), make_closure(model, data, shared_prefix=True)
+            blocks = plan_for(model).blocks
+            ran = [0]
+            hooks = [b.register_forward_pre_hook(lambda *a: ran.__setitem__(0, ran[0] + 1)) for b in blocks]
+
+            def forward() -> None:
+                with torch.no_grad():
+                    plain()
+
+            for method, case, hp in cases:
+                t0 = time.perf_counter()
+                hp = _case_hp(method, case, hp, len(blocks))
+                m = (steps or {}).get(case, {"k=1": 8, "k=8": 1}.get(case, 4))
+                opts = {}
+                for key in ("shared", "plain"):
+                    named = model.named_parameters() if method == "lezo" else trainable_parameters(model)
+                    if method == "lezo":
+                        named = [(nm, p) for nm, p in named if p.requires_grad]
+                    opts[key] = optim.make_optimizer(method, named, lr=lr, tau=tau, **hp)
+                counted = [0, 0]  # blocks run by the shared steps, shared steps
+
+                def step_shared() -> None:
+                    before = ran[0]
+                    for _ in range(m):
+                        opts["shared"].step(shared)
+                    counted[0] += ran[0] - before
+                    counted[1] += m
+
+                def step_plain() -> None:
+                    for _ in range(m):
+                        opts["plain"].step(plain)
+
+                wall: dict[str, list[float]] = {}
+                timed, cpu = _with_cpu_time({"forward": forward, "shared": step_shared, "plain": step_plain}, wall)
+                interleaved_times(timed, reps=reps, warmup=warmup)
+                w = {k: statistics.fmean(v[warmup:]) for k, v in wall.items()}
+                c = {k: statistics.fmean(v[warmup:]) for k, v in cpu.items()}
+                n_fwd = opts["plain"].oracle_calls / opts["plain"].steps
+                row = dict(
+                    benchmark="llm_step_shared", method=method, case=case, mode=mode, model=_model_name(quick),
+                    trainable=sum(p.numel() for p in trainable_parameters(model)), n_forwards=n_fwd, steps=m,
+                    shared_forwards_per_step=w["shared"] / m / w["forward"],
+                    plain_forwards_per_step=w["plain"] / m / w["forward"],
+                    cpu_shared_forwards_per_step=c["shared"] / m / c["forward"],
+                    cpu_plain_forwards_per_step=c["plain"] / m / c["forward"],
+                    blocks_forwards_per_step=counted[0] / counted[1] / len(blocks),
+                    expected_forwards_per_step=expected_forwards(model, data, method, hp, samples=samples),
+                    forward_seconds=w["forward"], batch=batch, seq_len=seq_len, threads=torch.get_num_threads(),
+                    reps=reps)
+                rows.append(row)
+                if progress:
+                    print(f"[llm_step shared] {mode:4s} {method:15s} {case:9s} shared "
+                          f"{row['shared_forwards_per_step']:.3f} fwd (cpu {row['cpu_shared_forwards_per_step']:.3f}, "
+                          f"blocks {row['blocks_forwards_per_step']:.3f}, expected "
+                          f"{row['expected_forwards_per_step']:.3f}) plain {row['plain_forwards_per_step']:.3f} "
+                          f"(cpu {row['cpu_plain_forwards_per_step']:.3f}) [{time.perf_counter() - t0:.0f}s]",
+                          flush=True)
+                del opts
+                gc.collect()
+            for h in hooks:
+                h.remove()
+            del model, plain, shared
+            gc.collect()
+    finally:
+        torch.set_num_threads(old_threads)
+    return pd.DataFrame(rows, columns=list(SHARED_COLUMNS))
+
+
 def overhead_breakdown(quick: bool = True, *, mode: str = "ft", reps: int = 3, batch: int = 16, seq_len: int = 32,
                        lr: float = 1e-7, tau: float = 1e-3, dtype: torch.dtype = torch.float32):
     """Where a Gaussian two-point step's time goes beyond its two forwards: thread CPU seconds.
@@ -544,9 +700,21 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("--full", action="store_true", help="SmolLM2-135M shape (default: the quick config)")
     ap.add_argument("--out", default=None, help="write the table to this parquet/csv file")
     ap.add_argument("--modes", default="lora,ft")
+    ap.add_argument("--shared-prefix", action="store_true",
+                    help="the shared-prefix rows (run_shared: JAGUAR k = 1 / 8, LeZO) instead of the floor rows")
     args = ap.parse_args()
-    df = run(quick=not args.full, modes=args.modes.split(","))
     import pandas as pd
+
+    if args.shared_prefix:
+        df = run_shared(quick=not args.full, modes=args.modes.split(","))
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(df[["mode", "method", "case", "shared_forwards_per_step", "cpu_shared_forwards_per_step",
+                      "blocks_forwards_per_step", "expected_forwards_per_step", "plain_forwards_per_step"]]
+                  .to_string(index=False))
+        if args.out:
+            (df.to_parquet if args.out.endswith(".parquet") else df.to_csv)(args.out)
+        raise SystemExit(0)
+    df = run(quick=not args.full, modes=args.modes.split(","))
 
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(df[["method", "case", "mode", "n_forwards", "seconds_per_step", "floor_seconds", "ratio_to_floor",

@@ -63,15 +63,17 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
 from .models import is_masked_lm
+from .prefix import SharedPrefix
 
 __all__ = ["score", "accuracy", "predict", "candidate_loss", "loss_closure", "evaluate", "encode",
-           "max_positions", "truncation_count"]
+           "max_positions", "truncation_count", "shared_prefix_default"]
 
 log = logging.getLogger(__name__)
 _TRUNCATED = [0]  # examples truncated so far in this process (see truncation_count)
@@ -280,18 +282,22 @@ def _prepare(tok, enc: _Encoded, batch_rows: int | None, device: torch.device) -
     return chunks
 
 
-def _target_logprobs(model, chunks: list[_Chunk], n_targets: int, masked: bool) -> torch.Tensor:
-    """log p(token) at every target, float32, in target order (differentiable if grad is on)."""
+def _target_logprobs(model, chunks: list[_Chunk], n_targets: int, masked: bool, shared=None) -> torch.Tensor:
+    """log p(token) at every target, float32, in target order (differentiable if grad is on).
+    ``shared``: a :class:`zotheory.llm.prefix.SharedPrefix` of ``model`` to run the forwards."""
     use_keep = (not masked) and _accepts(model, "logits_to_keep")
     out = None
-    for c in chunks:
+    for i, c in enumerate(chunks):
         L = c.ids.shape[1]
         kwargs: dict[str, Any] = {}
         if not masked:
             kwargs["use_cache"] = False
             if use_keep and c.keep.numel() < L:
                 kwargs["logits_to_keep"] = c.keep
-        logits = model(input_ids=c.ids, attention_mask=c.att, **kwargs).logits
+        if shared is None:
+            logits = model(input_ids=c.ids, attention_mask=c.att, **kwargs).logits
+        else:
+            logits = shared(i, input_ids=c.ids, attention_mask=c.att, **kwargs).logits
         if logits.shape[1] == L:
             col = c.p_idx
         elif logits.shape[1] == c.keep.numel():
@@ -363,9 +369,15 @@ def accuracy(model, tok, examples: Sequence[ExampleLike], batch_size: int | None
 LOSSES = ("nll", "classification")
 
 
+def shared_prefix_default() -> bool:
+    """Whether :func:`loss_closure` shares forward prefixes by default: yes, unless the
+    environment sets ``ZOTHEORY_SHARED_PREFIX=0`` (the opt-out for ``zotheory finetune``)."""
+    return os.environ.get("ZOTHEORY_SHARED_PREFIX", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def loss_closure(
     model, tok, examples: Sequence[ExampleLike], *, grad: bool = False, batch_size: int | None = None,
-    loss: str = "nll",
+    loss: str = "nll", shared_prefix: bool | None = None,
 ) -> Callable[[], torch.Tensor]:
     """A zero-argument closure returning :func:`candidate_loss` on ``examples``.
 
@@ -376,12 +388,21 @@ def loss_closure(
     ``train_as_classification``: cross-entropy of the label over the candidates'
     length-normalised scores (the quantity the prediction is made from); every
     candidate is scored, single-token candidates of one example share a forward row.
+
+    ``shared_prefix`` (default :func:`shared_prefix_default`, i.e. on): inside an estimator's
+    oracle calls, run only the decoder blocks from the lowest perturbed one up, reusing the
+    unperturbed hidden states below it within the estimator call
+    (:class:`zotheory.llm.prefix.SharedPrefix`; bitwise the plain forwards' losses). ``False``:
+    always the plain forward.
     """
     examples = list(examples)
     if not examples:
         raise ValueError("examples must not be empty")
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {list(LOSSES)}, got {loss!r}")
+    if shared_prefix is None:
+        shared_prefix = shared_prefix_default()
+    shared = SharedPrefix(model) if shared_prefix and not grad else None
     masked = is_masked_lm(model)
     enc = encode(tok, examples, masked=masked, labels_only=(loss == "nll"), max_length=max_positions(model))
     chunks = _prepare(tok, enc, batch_size, _model_device(model))
@@ -393,13 +414,14 @@ def loss_closure(
 
     def closure() -> torch.Tensor:
         with torch.set_grad_enabled(grad):
-            means = _segment_means(enc, _target_logprobs(model, chunks, len(enc.row_of), masked))
+            means = _segment_means(enc, _target_logprobs(model, chunks, len(enc.row_of), masked, shared))
             if loss == "nll":
                 return -means.mean()
             table = torch.full((len(examples), width), float("-inf"), dtype=means.dtype, device=means.device)
             table = table.index_put((ei.to(means.device), ci.to(means.device)), means)
             return torch.nn.functional.cross_entropy(table, labels.to(means.device))
 
+    closure.shared_prefix = shared  # the SharedPrefix (its call counts), or None
     return closure
 
 
@@ -431,7 +453,7 @@ def functional_loss(
     if missing:
         raise ValueError(f"params[{missing[0]}] is not a parameter of the model")
     proxy = _Functional(model, [by_id[id(p)] for p in params])
-    closure = loss_closure(proxy, tok, examples, grad=False, batch_size=batch_size, loss=loss)
+    closure = loss_closure(proxy, tok, examples, grad=False, batch_size=batch_size, loss=loss, shared_prefix=False)
 
     def fn(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
         if len(tensors) != len(params):

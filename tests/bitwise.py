@@ -11,8 +11,10 @@ INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32, torch.bfloat
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:
-    """A copy of ``t``'s bit patterns (so -0.0 != 0.0 and equal NaNs compare equal)."""
-    return t.detach().clone().view(INT_VIEW[t.dtype])
+    """A copy of ``t``'s bit patterns (so -0.0 != 0.0 and equal NaNs compare equal); an
+    integer tensor (a sparse momentum's indices) as it is."""
+    t = t.detach().clone()
+    return t if not t.is_floating_point() else t.view(INT_VIEW[t.dtype])
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:

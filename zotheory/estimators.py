@@ -89,6 +89,12 @@ Other
 
 * :func:`evaluate_at`: ``f^(x + D_j)`` for candidate displacements ``D_j``
   (ZO-SGD-Cons), parameters restored bitwise after each.
+* :func:`current_perturbation`: inside an oracle call made by an estimator, which tensors
+  (and, for the coordinate estimators, which entries) are moved at that call, and the
+  estimator call it belongs to (:class:`Perturbation`); ``None`` outside. A hint the
+  oracle may use to skip work that depends only on unmoved parameters (the LLM closures
+  share the forward pass below the lowest perturbed block: ``zotheory.llm.prefix``); it
+  costs one context-variable set per oracle call when nobody reads it.
 
 Conventions
 -----------
@@ -110,6 +116,8 @@ Conventions
 from __future__ import annotations
 
 import math
+from contextvars import ContextVar
+from dataclasses import dataclass
 from numbers import Real
 from typing import Callable, Iterable, Sequence, Union
 
@@ -133,6 +141,8 @@ __all__ = [
     "forward_difference",
     "forward_grad",
     "evaluate_at",
+    "Perturbation",
+    "current_perturbation",
 ]
 
 Params = Union[Tensor, Sequence[Tensor]]
@@ -143,6 +153,44 @@ RESTORE_MODES = ("saved", "regenerate")
 
 class NonFiniteOracleError(FloatingPointError):
     """The oracle returned nan or inf; the parameters were restored before raising."""
+
+
+@dataclass(frozen=True, eq=False)
+class Perturbation:
+    """What an estimator has moved while it calls the oracle (see :func:`current_perturbation`).
+
+    ``session``: one object per estimator call. Every oracle call carrying the same session
+    sees every parameter *not* named in ``tensors`` at the same value (estimators restore
+    bitwise between calls), so an oracle may reuse, within one session, work that depends
+    only on unmoved parameters -- never across sessions (the update moves the weights
+    between estimator calls). ``tensors``: the moved tensors as the estimator was given them
+    (the kernels pass detached views of the parameters: identify them by storage,
+    ``data_ptr()`` and ``numel()``, not by identity). ``indices[i]``: the flat indices moved
+    in ``tensors[i]`` (a 1-D CPU long tensor), or ``None`` when any entry may have moved.
+    ``tensors == ()``: the call is at the unperturbed point (``forward_difference``'s ``f(x)``).
+    """
+
+    session: object
+    tensors: tuple[Tensor, ...]
+    indices: tuple[Tensor | None, ...]
+
+
+_PERTURBATION: ContextVar[Perturbation | None] = ContextVar("zotheory_perturbation", default=None)
+
+
+def current_perturbation() -> Perturbation | None:
+    """Inside an oracle call made by an estimator: the :class:`Perturbation` of that call.
+
+    ``None`` outside the estimators' oracle calls (e.g. evaluation, first-order losses, the
+    jvp of Forward-Grad). Every estimator of this module sets it around each ``closure()``
+    call; reading it is optional (an oracle that ignores it computes the same values).
+    """
+    return _PERTURBATION.get()
+
+
+def _whole(session: object, tensors: Sequence[Tensor]) -> Perturbation:
+    """Every entry of ``tensors`` may move (direction estimators, batched runs)."""
+    return Perturbation(session, tuple(tensors), (None,) * len(tensors))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -207,9 +255,17 @@ def _bcast(t: Tensor, ndim: int) -> Tensor:
     return t.reshape(tuple(t.shape) + (1,) * (ndim - t.ndim))
 
 
-def _query(closure: Closure, call: str, batch_shape: tuple[int, ...]) -> Tensor:
-    """One oracle evaluation, validated: shape ``batch_shape`` and finite."""
-    value = closure()
+def _query(closure: Closure, call: str, batch_shape: tuple[int, ...], moved: Perturbation | None = None) -> Tensor:
+    """One oracle evaluation, validated: shape ``batch_shape`` and finite. ``moved`` is what
+    :func:`current_perturbation` returns during the call."""
+    if moved is None:
+        value = closure()
+    else:
+        token = _PERTURBATION.set(moved)
+        try:
+            value = closure()
+        finally:
+            _PERTURBATION.reset(token)
     if isinstance(value, Tensor):
         v = value.detach().clone()
     else:  # Python numbers are doubles: keep them in float64 (not the default float32)
@@ -338,13 +394,14 @@ def _central(
     params: Sequence[Tensor],
     plus: str,
     minus: str,
+    moved: Perturbation,
 ) -> Tensor:
     """``(f(x + tau e) - f(x - tau e)) / (2 tau)`` for the joint perturbation ``entries``."""
     try:
         entries.shift(tau, +1)
-        f_plus = _query(closure, plus, batch_shape)
+        f_plus = _query(closure, plus, batch_shape, moved)
         entries.shift(tau, -1)
-        f_minus = _query(closure, minus, batch_shape)
+        f_minus = _query(closure, minus, batch_shape, moved)
     finally:
         entries.restore()
     dtype = _value_dtype(params, f_plus, f_minus)
@@ -378,20 +435,25 @@ def _offsets(numels: Sequence[int]) -> list[int]:
 
 
 def _split_global(
-    tensors: list[Tensor], flat: Tensor
-) -> list[tuple[Tensor, tuple[Tensor, ...]]]:
+    tensors: list[Tensor], flat: Tensor, session: object | None = None
+) -> list[tuple[Tensor, tuple[Tensor, ...]]] | tuple[list, Perturbation]:
     """Route global flat indices (unbatched) of a tensor list to per-tensor locations.
 
     One host transfer of the indices; work proportional to the tensors actually hit.
+    With a ``session``: ``(parts, Perturbation)`` naming the tensors hit and their local indices.
     """
     numels = [p.numel() for p in tensors]
     offsets = _offsets(numels)
     flat_cpu = flat.reshape(-1).cpu()
-    parts = []
+    parts, hit, where = [], [], []
     for t, pos in group_by_tensor(flat_cpu, numels):
         local = flat_cpu[pos] - offsets[t]
         parts.append(_locate(tensors[t], local.to(tensors[t].device), 0))
-    return parts
+        hit.append(tensors[t])
+        where.append(local)
+    if session is None:
+        return parts
+    return parts, Perturbation(session, tuple(hit), tuple(where))
 
 
 def _require_generator(generator: torch.Generator | None, what: str, fn: str) -> torch.Generator:
@@ -445,15 +507,17 @@ def jaguar_coordinates(
     n_coords = int(indices.shape[-1])
 
     values = []
+    session = object()
     for j in range(n_coords):
         flat = indices[..., j : j + 1]
         if is_list:
-            parts = _split_global(tensors, flat)
+            parts, moved = _split_global(tensors, flat, session)
         else:
             parts = [_locate(x0, flat, batch_dims)]
+            moved = _whole(session, tensors)
         g = _central(
             _Entries(parts), closure, tau_t, batch_shape, tensors,
-            f"f(x + tau*e_i) [coordinate {j}]", f"f(x - tau*e_i) [coordinate {j}]",
+            f"f(x + tau*e_i) [coordinate {j}]", f"f(x - tau*e_i) [coordinate {j}]", moved,
         )
         values.append(g)
     dtype = _value_dtype(tensors, *values)
@@ -523,8 +587,8 @@ def jaguar_block(
         indices = torch.cat(chunks)
     else:
         indices = _check_indices("indices", indices, (), numel, x0.device)
-    entries = _Entries(_split_global(tensors, indices))
-    g = _central(entries, closure, tau_t, (), tensors, "f(x + tau*e_S)", "f(x - tau*e_S)")
+    parts, moved = _split_global(tensors, indices, object())
+    g = _central(_Entries(parts), closure, tau_t, (), tensors, "f(x + tau*e_S)", "f(x - tau*e_S)", moved)
     return CoordinateEstimate(
         indices=indices,
         values=g.expand(indices.shape).clone(),
@@ -560,8 +624,8 @@ def _jaguar_row_list(
         r -= rows
         offset += p.numel()
     flat = offset + r * length + torch.arange(length)
-    entries = _Entries(_split_global(tensors, flat))
-    g = _central(entries, closure, tau_t, (), tensors, "f(x + tau*e_row)", "f(x - tau*e_row)")
+    parts, moved = _split_global(tensors, flat, object())
+    g = _central(_Entries(parts), closure, tau_t, (), tensors, "f(x + tau*e_row)", "f(x - tau*e_row)", moved)
     return CoordinateEstimate(indices=flat.to(tensors[0].device), values=g.expand(flat.shape).clone(),
                               mode="row", oracle_calls=2)
 
@@ -613,7 +677,8 @@ def jaguar_row(
         rows = r.reshape(batch_shape + (1,)).to(device=x.device, dtype=torch.long)
     flat = rows * d + torch.arange(d, device=x.device)
     entries = _Entries([_locate(x, flat, batch_dims)])
-    g = _central(entries, closure, tau_t, batch_shape, tensors, "f(x + tau*e_row)", "f(x - tau*e_row)")
+    g = _central(entries, closure, tau_t, batch_shape, tensors, "f(x + tau*e_row)", "f(x - tau*e_row)",
+                 _whole(object(), tensors))
     return CoordinateEstimate(
         indices=flat,
         values=_bcast(g, g.ndim + 1).expand(flat.shape).clone(),
@@ -797,15 +862,16 @@ def _direction_two_point(
     fresh = z is None  # z regenerated from the seed: each tensor is a temporary the moves may reuse
     pieces = _piece_source(tensors, seed_out, distribution, batch_dims)
     plus, minus = "f(x + tau*z)", "f(x - tau*z)"
+    moved = _whole(object(), tensors)
 
     if restore == "saved":
         with torch.no_grad():
             saved = [p.detach().clone() for p in tensors]
         try:
             _saved_move(tensors, saved, directions, pieces, tau_t, +1, fresh)
-            f_plus = _query(closure, plus, batch_shape)
+            f_plus = _query(closure, plus, batch_shape, moved)
             _saved_move(tensors, saved, directions, pieces, tau_t, -1, fresh)
-            f_minus = _query(closure, minus, batch_shape)
+            f_minus = _query(closure, minus, batch_shape, moved)
         finally:
             with torch.no_grad():
                 for p, s in zip(tensors, saved):
@@ -815,10 +881,10 @@ def _direction_two_point(
         try:
             _walk_move(tensors, directions, pieces, tau_t, 1.0, fresh)
             position = 1.0
-            f_plus = _query(closure, plus, batch_shape)
+            f_plus = _query(closure, plus, batch_shape, moved)
             _walk_move(tensors, directions, pieces, tau_t, -2.0, fresh)
             position = -1.0
-            f_minus = _query(closure, minus, batch_shape)
+            f_minus = _query(closure, minus, batch_shape, moved)
         finally:
             if position != 0.0:
                 _walk_move(tensors, directions, pieces, tau_t, -position, fresh)
@@ -918,8 +984,9 @@ def forward_difference(
     directions, seed_out, z_out = _direction_source(tensors, is_list, seed, z, distribution, batch_dims)
     fresh = z is None  # z regenerated from the seed: each tensor is a temporary the moves may reuse
     pieces = _piece_source(tensors, seed_out, distribution, batch_dims)
+    moved = _whole(object(), tensors)
     if f0 is None:
-        base = _query(closure, "f(x)", batch_shape)
+        base = _query(closure, "f(x)", batch_shape, Perturbation(moved.session, (), ()))
         calls = 2
     else:
         try:
@@ -935,7 +1002,7 @@ def forward_difference(
             saved = [p.detach().clone() for p in tensors]
         try:
             _saved_move(tensors, saved, directions, pieces, tau_t, +1, fresh)
-            f_plus = _query(closure, call, batch_shape)
+            f_plus = _query(closure, call, batch_shape, moved)
         finally:
             with torch.no_grad():
                 for p, s in zip(tensors, saved):
@@ -943,7 +1010,7 @@ def forward_difference(
     else:
         try:
             _walk_move(tensors, directions, pieces, tau_t, 1.0, fresh)
-            f_plus = _query(closure, call, batch_shape)
+            f_plus = _query(closure, call, batch_shape, moved)
         finally:
             _walk_move(tensors, directions, pieces, tau_t, -1.0, fresh)
     dtype = _value_dtype(tensors, f_plus, base)
@@ -1039,13 +1106,14 @@ def evaluate_at(
     with torch.no_grad():
         saved = [p.detach().clone() for p in tensors]
     values = []
+    moved = _whole(object(), tensors)
     try:
         for j, ds in enumerate(checked):
             with torch.no_grad():
                 for p, s, di in zip(tensors, saved, ds):
                     cdt = _compute_dtype(p.dtype)
                     p.copy_((s.to(cdt) + di.to(device=p.device, dtype=cdt)).to(p.dtype))
-            values.append(_query(closure, f"f(x + D_{j})", batch_shape))
+            values.append(_query(closure, f"f(x + D_{j})", batch_shape, moved))
             with torch.no_grad():
                 for p, s in zip(tensors, saved):
                     p.copy_(s)

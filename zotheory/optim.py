@@ -57,8 +57,8 @@ State and cost per step (``d`` = trainable numbers; buffers in ``promote_types(d
 =========================  ==========================================  ===========================
 optimizer (registry name)  forward passes per step                     state (numbers)
 =========================  ==========================================  ===========================
-JaguarSignSGD              2k (``coords_per_step``; block mode: 2)     d (momentum, dense)
-JaguarMuon                 2k (block mode: 2)                          d (momentum, dense)
+JaguarSignSGD              2k (``coords_per_step``; block mode: 2)     <= 2 t k (sparse) or d   
+JaguarMuon                 2k (block mode: 2)                          <= 2 t k (sparse) or d   
 JaguarSignSGDReleased      2                                           2d (momentum, SGD buffer)
 ZOSGD                      2                                           0
 ZOSignSGD                  2q (``queries``)                            0
@@ -76,8 +76,12 @@ FOMuon / Adam              1 forward + backward                        d / 2d
 Transient memory: the Gaussian methods with ``restore="saved"`` keep one copy of the trainable
 weights during the estimate (``"regenerate"``: none, MeZO's walk, not bitwise); ``z`` is
 regenerated in pieces of 2^20 entries and the elementwise rules update piece by piece
-(:mod:`zotheory.algorithms._lists`). JAGUAR's momentum is dense; it is non-zero only at the
-coordinates sampled so far, and the sign move touches only those (exact).
+(:mod:`zotheory.algorithms._lists`). JAGUAR's momentum is non-zero only at the coordinates
+sampled so far (at most ``t k`` after ``t`` steps), so each tensor keeps it as sorted indices
+(int64) + values while they are at most 1/16 of the tensor, and the sign move touches only
+those (exact, bitwise the dense pseudocode); past 1/16 (block mode from its first step, or a
+saturated tensor) the tensor's momentum is a dense buffer (``jaguar_signsgd``, "State").
+JAGUAR Muon orthogonalizes a dense transient of one matrix at a time.
 
 JAGUAR on a model. ``coords_per_step = 1`` is Algorithm 1 exactly; on a model one coordinate
 per step touches a negligible fraction of the weights, so ``JaguarSignSGD`` and ``JaguarMuon``
@@ -124,6 +128,7 @@ __all__ = [
     "make_optimizer",
     "hyperparameter_names",
     "state_numel",
+    "state_nbytes",
     "NonFiniteOracleError",
 ]
 
@@ -353,15 +358,6 @@ class KernelOptimizer(torch.optim.Optimizer):
 
         return counted, {}
 
-    def refresh_caches(self) -> None:
-        """Re-derive the kernels' execution caches (JAGUAR's ``support``) from their buffers:
-        after a load, or after a caller wrote a state buffer directly."""
-        refresh = getattr(self.kernel, "refresh_cache", None)
-        if refresh is None:
-            return
-        for p, g in self._trainable():
-            self.state[p]["kernel"] = refresh(self._kernel_state(p, g))
-
     # -- state_dict ----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
@@ -404,6 +400,10 @@ class KernelOptimizer(torch.optim.Optimizer):
             if saved.get("rule") != type(fresh).__name__:
                 raise ValueError(f"state_dict state {i} is a {saved.get('rule')}, this parameter needs a "
                                  f"{type(fresh).__name__} (another shape or rule)")
+            load = getattr(self.kernel, "load_state", None)
+            if load is not None:  # a kernel with its own state forms (JAGUAR: sparse or dense momentum)
+                new_states[id(p)] = (p, load(fresh, saved, where=f"state_dict state {i}"))
+                continue
             updates = {}
             for name, current in _fields(fresh).items():
                 value = saved.get(name, current)
@@ -423,7 +423,6 @@ class KernelOptimizer(torch.optim.Optimizer):
         self._check_groups()
         for p, kernel in new_states.values():
             self.state[p]["kernel"] = kernel
-        self.refresh_caches()
         self.generator.set_state(state_dict["generator"].clone())
         self.steps = int(state_dict["steps"])
         self.oracle_calls = int(state_dict["oracle_calls"])
@@ -518,7 +517,8 @@ _GAUSS = ("tau", "restore")
 class JaguarSignSGD(KernelOptimizer):
     """``coords_per_step = k`` coordinates per step (2k forward passes; 1 is Algorithm 1
     exactly, the default 8 is a named generalisation), ``mode="block"`` the released code's
-    estimate, ``reset_momentum`` its momentum reset. State: a float32 momentum per tensor."""
+    estimate, ``reset_momentum`` its momentum reset. State: a float32 momentum per tensor, kept
+    as indices + values while it holds at most 1/16 of the tensor."""
 
     def __init__(self, params, lr: float = 1e-3, *, tau: float = 1e-3, beta: float = 0.9, coords_per_step: int = 8,
                  mode: str = "coordinate", block_fraction: float = 0.1, reset_momentum: bool = False,
@@ -532,7 +532,7 @@ class JaguarSignSGD(KernelOptimizer):
 class JaguarMuon(KernelOptimizer):
     """Matrices move by ``-lr NS(M)``; others by ``non_matrix`` (``"sign"``: JAGUAR SignSGD's
     rule; ``"column"``). ``orthogonalization`` ``"ns3"`` (K = ``ns_steps`` or 10) is the
-    pseudocode's. State: a float32 momentum per tensor."""
+    pseudocode's. State: a float32 momentum per tensor (sparse while small, as JaguarSignSGD's)."""
 
     def __init__(self, params, lr: float = 1e-3, *, tau: float = 1e-3, beta: float = 0.9, coords_per_step: int = 8,
                  mode: str = "coordinate", block_fraction: float = 0.1, reset_momentum: bool = False,
@@ -733,12 +733,20 @@ def make_optimizer(method: str, params: Iterable[Any], *, lr: float, **hyperpara
     return OPTIMIZERS[method](params, lr, **hyperparameters)
 
 
-def state_numel(optimizer: KernelOptimizer) -> int:
-    """Numbers held in the optimizer's per-tensor state buffers (execution caches excluded)."""
-    total = 0
+def _state_tensors(optimizer: KernelOptimizer) -> Iterable[torch.Tensor]:
     for s in optimizer.kernel_states:
         for f in dataclasses.fields(s):
             value = getattr(s, f.name)
             if isinstance(value, torch.Tensor) and not _is_cache(f):
-                total += value.numel()
-    return total
+                yield value
+
+
+def state_numel(optimizer: KernelOptimizer) -> int:
+    """Numbers held in the optimizer's per-tensor state buffers (execution caches excluded; a
+    sparse JAGUAR momentum counts its indices and its values)."""
+    return sum(t.numel() for t in _state_tensors(optimizer))
+
+
+def state_nbytes(optimizer: KernelOptimizer) -> int:
+    """Bytes of those buffers (float32 moments: 4 a number; a sparse JAGUAR entry: 8 + 4)."""
+    return sum(t.numel() * t.element_size() for t in _state_tensors(optimizer))

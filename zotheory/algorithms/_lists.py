@@ -29,8 +29,8 @@ switches them off for those tests):
   piece, not the largest tensor;
 * a direction that is a temporary of the update (not the iterate, not a state buffer) has
   ``gamma * D`` formed in its own storage (``move(..., reuse_direction=True)``);
-* JAGUAR's sign rule moves only the coordinates whose momentum may be non-zero
-  (``jaguar_signsgd.apply``).
+* JAGUAR's sign rule on a sparse momentum moves only its held coordinates
+  (``jaguar_signsgd.apply``; the sparse form itself is the state, not a fast path).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ Newton_Schulz        ``orthogonalization``: ``"ns3"`` (default, the pseudocode's
 (i_t, j_t)           one flat index ``i_t * n + j_t`` in ``CoordinateEstimate.indices``
                      (``step(..., indices=)`` to fix it)
 g                    ``CoordinateEstimate.values``
-M^t                  ``JaguarMuonState.momentum`` (dense, shape of ``X``)
+M^t                  ``JaguarMuonState``: sparse (``indices``, ``values``) or dense (``momentum``)
 xi^t                 the ``oracle`` passed to ``step`` (one iteration's oracle)
 ===================  =============================================================
 
@@ -79,7 +79,13 @@ Named generalisations (off by default, not the paper):
 Shapes. ``x`` is ``(m, n)`` (``batch_dims = 0``) or ``(B, m, n)`` (``batch_dims = 1``,
 one independent run per leading index). Any other rank raises ``ValueError``; use
 :func:`zotheory.orthogonalize.as_matrix` in a shell for vectors and conv weights.
-The momentum buffer is dense, in ``torch.promote_types(x.dtype, float32)``.
+The momentum is kept in ``torch.promote_types(x.dtype, float32)``, in JAGUAR SignSGD's two exact
+forms (:mod:`zotheory.algorithms.jaguar_signsgd`, "State"): sorted flat indices of ``M``
+(row-major) + values while they are at most 1/16 of the matrix, the dense buffer after (and
+always for a batch of runs), with the same write and the same switch rule. ``NS(M)`` needs the
+whole matrix: a sparse state is orthogonalized through a dense transient of that one matrix
+(bitwise the dense buffer), so the persistent state is ``O(min(t k, mn))`` while the step's
+workspace is Newton-Schulz's own.
 
 Lists of tensors (a model's parameters; :mod:`zotheory.algorithms._lists`): one coordinate
 estimate over the concatenation of all tensors (as JAGUAR SignSGD), split per tensor. Each
@@ -89,14 +95,14 @@ SignSGD's rule on the same estimate (same momentum write, ``sign(m)``), in the s
 Muon practice, which hands non-matrix weights to another optimizer; ``"column"`` views
 them with ``as_matrix(t, "column")`` (a vector ``v`` moves by ``-gamma v / ||v||``). A
 matrix whose momentum is still all zero and that received no coordinate is skipped (its
-direction ``NS(0) = 0``); the state's ``support`` cache (as in JAGUAR SignSGD) says so.
+direction ``NS(0) = 0``); an empty sparse state says so.
 ``reset_momentum`` and ``weight_decay`` are JAGUAR SignSGD's named options.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
@@ -113,10 +119,10 @@ from .._checks import (
 from ..estimates import CoordinateEstimate
 from ..orthogonalize import METHODS, as_matrix, orthogonalize
 from . import _lists, jaguar_signsgd
-from ._zo_common import check_batch_dims, decays, move
-from .jaguar_signsgd import refresh_cache, write_momentum
+from ._zo_common import ParamSpec, check_batch_dims, decays, move
+from .jaguar_signsgd import compact, copied, dense_momentum, load_state, momentum_shape, write
 
-__all__ = ["JaguarMuonState", "init", "update", "step", "apply", "refresh_cache", "NON_MATRIX_RULES"]
+__all__ = ["JaguarMuonState", "init", "update", "step", "apply", "compact", "load_state", "NON_MATRIX_RULES"]
 
 #: How a list's non-matrix tensors move: JAGUAR SignSGD's rule, or viewed as a column.
 NON_MATRIX_RULES = ("sign", "column")
@@ -128,13 +134,20 @@ class IterationOracle(Protocol):
 
 @dataclass
 class JaguarMuonState:
-    """``momentum``: M^{t-1}, shape of ``x``; ``step``: iterations done; ``batch_dims``;
-    ``support``: execution cache (sorted flat indices outside of which M = 0, or None)."""
+    """M^{t-1} in one of JAGUAR SignSGD's two exact forms (``jaguar_signsgd``, "State").
 
-    momentum: torch.Tensor
+    ``momentum``: the dense buffer (shape of ``x``), or None while sparse; ``indices`` /
+    ``values``: the sparse form (sorted flat indices of ``M.reshape(-1)`` and M there), None
+    while dense; ``step``: iterations done; ``batch_dims``; ``spec``: the dense momentum's
+    shape, dtype and device.
+    """
+
+    momentum: torch.Tensor | None
     step: int = 0
     batch_dims: int = 0
-    support: torch.Tensor | None = field(default=None, metadata={"cache": True})
+    indices: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+    spec: ParamSpec | None = None
 
 
 def _check_matrix(x: torch.Tensor, batch_dims: int) -> None:
@@ -165,11 +178,7 @@ def init(x: torch.Tensor | Sequence[torch.Tensor], *, batch_dims: int = 0, non_m
 
         return _lists.init_states(x, one)
     _check_matrix(x, batch_dims)
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    return JaguarMuonState(
-        momentum=torch.zeros(x.shape, dtype=dtype, device=x.device), step=0, batch_dims=batch_dims,
-        support=torch.empty(0, dtype=torch.long, device=x.device) if batch_dims == 0 else None,
-    )
+    return jaguar_signsgd.empty_state(JaguarMuonState, x, batch_dims)
 
 
 def update(
@@ -193,16 +202,14 @@ def update(
         raise ValueError(f"estimate must be a CoordinateEstimate, got {type(estimate).__name__}")
     if estimate.mode not in ("coordinate", "block"):
         raise ValueError(f"estimate.mode must be 'coordinate' or 'block' for JAGUAR Muon, got {estimate.mode!r}")
-    check_in_range("beta", beta, 0.0, 1.0, low_closed=True, high_closed=False)
     _check_ns(orthogonalization, ns_steps)
-    check_tensor_rank("state.momentum", state.momentum, 2, batch_dims=state.batch_dims)
-    M = state.momentum if inplace else state.momentum.clone()
-    if not M.is_contiguous():
-        raise ValueError("state.momentum must be contiguous")
-    write_momentum(M, estimate.indices, estimate.values, beta, state.batch_dims)
-    direction = orthogonalize(M, orthogonalization, ns_steps, batch_dims=state.batch_dims)
-    support = jaguar_signsgd.merged_support(state.support, estimate.indices, M.numel())
-    return direction, dataclasses.replace(state, momentum=M, step=state.step + 1, support=support)
+    if len(momentum_shape(state)) != 2 + state.batch_dims:
+        raise ValueError(f"state.momentum must be a matrix (after {state.batch_dims} batch dimension(s)), "
+                         f"got shape {tuple(momentum_shape(state))}")
+    new_state = write(state, estimate, beta, inplace=inplace)
+    # a sparse state is orthogonalized through a dense transient of this one matrix
+    direction = orthogonalize(dense_momentum(new_state), orthogonalization, ns_steps, batch_dims=state.batch_dims)
+    return direction, new_state
 
 
 def apply(
@@ -232,7 +239,7 @@ def apply(
     direction, new_state = update(
         estimate, state, beta=beta, orthogonalization=orthogonalization, ns_steps=ns_steps, inplace=True
     )
-    reuse = _lists.is_temporary(direction, state.momentum, new_state)
+    reuse = _lists.is_temporary(direction, x.reshape(direction.shape), new_state)
     move(x, gamma, direction.view(x.shape), state.batch_dims, weight_decay, reuse_direction=reuse)
     return new_state
 
@@ -284,9 +291,9 @@ def step(
                                                       weight_decay=decay[i], mode=m))
 
     _check_matrix(x, batch_dims)
-    if batch_dims != state.batch_dims or state.momentum.shape != x.shape:
+    if batch_dims != state.batch_dims or momentum_shape(state) != x.shape:
         raise ValueError(
-            f"state does not match x: momentum shape {tuple(state.momentum.shape)} with "
+            f"state does not match x: momentum shape {tuple(momentum_shape(state))} with "
             f"batch_dims={state.batch_dims}, x shape {tuple(x.shape)} with batch_dims={batch_dims}"
         )
     check_positive("gamma", gamma)
@@ -299,7 +306,7 @@ def step(
         x, _lists.closure_of(oracle, x), tau, generator=generator, coords_per_step=k, mode=mode,
         block_fraction=block_fraction, batch_dims=batch_dims, indices=indices)
     if not inplace:
-        state = dataclasses.replace(state, momentum=state.momentum.clone())
+        state = copied(state)
     if reset_momentum:
         state = jaguar_signsgd.reset(state)
     direction, new_state = update(

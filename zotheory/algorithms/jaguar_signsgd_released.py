@@ -81,7 +81,7 @@ Lists only (a model's parameters, ``batch_dims = 0``); 2 oracle calls per step.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
@@ -92,25 +92,24 @@ from ..estimators import _block_count
 from . import _lists, jaguar_signsgd
 from ._zo_common import move, require_generator
 
-__all__ = ["JaguarSignSGDReleasedState", "init", "update", "step", "draw_block", "refresh_cache"]
+__all__ = ["JaguarSignSGDReleasedState", "init", "update", "step", "draw_block"]
 
 
 @dataclass
 class JaguarSignSGDReleasedState:
     """``momentum``: the JAGUAR buffer (the released ``p.grad``), shape of ``x``;
     ``sgd_buffer``: torch SGD's momentum buffer (None before the first step); ``step``;
-    ``batch_dims`` (0); ``support``: :mod:`jaguar_signsgd`'s execution cache."""
+    ``batch_dims`` (0). The JAGUAR buffer stays dense (:mod:`jaguar_signsgd`'s dense form):
+    after the reset it holds this step's block, more than the sparse form's 1/16."""
 
     momentum: torch.Tensor
     sgd_buffer: torch.Tensor | None = None
     step: int = 0
     batch_dims: int = 0
-    support: torch.Tensor | None = field(default=None, metadata={"cache": True})
 
 
 def _jaguar_state(s: JaguarSignSGDReleasedState) -> jaguar_signsgd.JaguarSignSGDState:
-    return jaguar_signsgd.JaguarSignSGDState(momentum=s.momentum, step=s.step, batch_dims=s.batch_dims,
-                                             support=s.support)
+    return jaguar_signsgd.JaguarSignSGDState(momentum=s.momentum, step=s.step, batch_dims=s.batch_dims)
 
 
 def _list_only(x: Any) -> None:
@@ -124,15 +123,9 @@ def init(x: Sequence[torch.Tensor], *, batch_dims: int = 0) -> list[JaguarSignSG
     _list_only(x)
     out = []
     for t in _lists.tensors_of(x, batch_dims):
-        j = jaguar_signsgd.init(t)
-        out.append(JaguarSignSGDReleasedState(momentum=j.momentum, sgd_buffer=None, step=0, batch_dims=0,
-                                              support=j.support))
+        j = jaguar_signsgd.to_dense(jaguar_signsgd.init(t))
+        out.append(JaguarSignSGDReleasedState(momentum=j.momentum, sgd_buffer=None, step=0, batch_dims=0))
     return out
-
-
-def refresh_cache(state: JaguarSignSGDReleasedState) -> JaguarSignSGDReleasedState:
-    """The state with ``support`` re-derived from its JAGUAR buffer (after a load)."""
-    return dataclasses.replace(state, support=jaguar_signsgd.refresh_cache(_jaguar_state(state)).support)
 
 
 def update(
@@ -169,8 +162,7 @@ def update(
                              f"{direction.dtype}, got {tuple(buf.shape)} {buf.dtype}")
         m = momentum.to(buf.dtype) if isinstance(momentum, torch.Tensor) else float(momentum)
         buf.mul_(m).add_(direction)
-    new_state = JaguarSignSGDReleasedState(momentum=j.momentum, sgd_buffer=buf, step=j.step, batch_dims=0,
-                                           support=j.support)
+    new_state = JaguarSignSGDReleasedState(momentum=j.momentum, sgd_buffer=buf, step=j.step, batch_dims=0)
     return buf, new_state
 
 
