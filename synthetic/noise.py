@@ -62,7 +62,7 @@ from torch import Tensor
 
 from zotheory._checks import check_choice, check_nonnegative
 
-from .problems import Problem
+from .problems import Problem, _like
 
 __all__ = ["StochasticOracle", "NoisyIteration", "DELTA_MODES", "SIGMA_PROFILES"]
 
@@ -201,7 +201,8 @@ class StochasticOracle:
         if self.has_sigma:
             z = torch.randn(tuple(x_t.shape), generator=generator, dtype=_DTYPE,
                             device=self.generator_device)
-            xi = (z * self.noise_std).to(dtype=x_t.dtype, device=x_t.device)
+            s = self.noise_std  # z is a fresh draw: scaled in its own storage when the shapes allow
+            xi = _like(z.mul_(s) if s.shape == z.shape else z * s, x_t)
         return NoisyIteration(self, xi, x_t=x_t, generator=generator)
 
     def iteration_with(self, xi: Tensor | None = None, *, x_t: Tensor | None = None,
@@ -261,7 +262,7 @@ class NoisyIteration:
         """``f(x, xi^t) = f(x) + <xi^t, x>`` (no oracle noise); shape ``batch``."""
         v = self.problem.value(x)
         if self.xi is not None:
-            v = v + (self.xi.to(dtype=x.dtype, device=x.device) * x).sum(dim=self._event_dims)
+            v = v + (_like(self.xi, x) * x).sum(dim=self._event_dims)
         return v
 
     def _delta(self, x: Tensor, batch_shape: torch.Size) -> Tensor | None:
@@ -294,5 +295,5 @@ class NoisyIteration:
         """``grad f(x, xi^t) = grad f(x) + xi^t`` (first-order methods; no oracle noise)."""
         g = self.problem.grad(x)
         if self.xi is not None:
-            g = g + self.xi.to(dtype=x.dtype, device=x.device)
+            g = g + _like(self.xi, x)
         return g

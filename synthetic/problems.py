@@ -277,10 +277,17 @@ class _CosineBase(Problem):
         return self.b * self.w**2 <= self.a
 
     def phi(self, t: Tensor) -> Tensor:
-        return 0.5 * self.a * t * t + self.b * (1.0 - torch.cos(self.w * t))
+        if t.requires_grad:
+            return 0.5 * self.a * t * t + self.b * (1.0 - torch.cos(self.w * t))
+        # The same operations in the same order (the same bits), temporaries reused in place.
+        c = torch.rsub(torch.mul(t, self.w).cos_(), 1.0).mul_(self.b)
+        return torch.mul(t, 0.5 * self.a).mul_(t).add_(c)
 
     def dphi(self, t: Tensor) -> Tensor:
-        return self.a * t + (self.b * self.w) * torch.sin(self.w * t)
+        if t.requires_grad:
+            return self.a * t + (self.b * self.w) * torch.sin(self.w * t)
+        s = torch.mul(t, self.w).sin_().mul_(self.b * self.w)  # as phi: same operations, in place
+        return torch.mul(t, self.a).add_(s)
 
     def ddphi(self, t: Tensor) -> Tensor:
         return self.a + (self.b * self.w**2) * torch.cos(self.w * t)

@@ -239,7 +239,9 @@ def _tau_tensor(tau: float | Tensor, batch_shape: tuple[int, ...], device: torch
     """``tau`` as a float64 tensor of shape ``batch_shape`` (validated > 0 and finite)."""
     check_positive("tau", tau)
     t = tau.detach() if isinstance(tau, Tensor) else torch.tensor(float(tau), dtype=torch.float64)
-    t = t.to(device=device, dtype=torch.float64)
+    if t.device != device:
+        t = t.to(device=device)
+    t = _cast(t, torch.float64)
     if t.numel() == 1:
         return t.reshape(()).expand(batch_shape)
     if tuple(t.shape) != batch_shape:
@@ -248,6 +250,12 @@ def _tau_tensor(tau: float | Tensor, batch_shape: tuple[int, ...], device: torch
             f"got shape {tuple(t.shape)}"
         )
     return t
+
+
+def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t.to(dtype)`` without the call when ``t`` already has it (``to`` returns ``t`` itself
+    then too): the same tensor, a dispatch fewer on the estimators' per-call path."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def _bcast(t: Tensor, ndim: int) -> Tensor:
@@ -375,10 +383,10 @@ class _Entries:
         with torch.no_grad():
             for (t, loc), s in zip(self.parts, self.saved):
                 cdt = _compute_dtype(t.dtype)
-                step = _bcast(tau.to(cdt), s.ndim)
-                base = s.to(cdt)
+                step = _bcast(_cast(tau, cdt), s.ndim)
+                base = _cast(s, cdt)
                 moved = base + step if sign > 0 else base - step
-                _write(t, loc, moved.to(t.dtype))
+                _write(t, loc, _cast(moved, t.dtype))
 
     def restore(self) -> None:
         with torch.no_grad():
@@ -405,7 +413,7 @@ def _central(
     finally:
         entries.restore()
     dtype = _value_dtype(params, f_plus, f_minus)
-    return (f_plus.to(dtype) - f_minus.to(dtype)) / (2 * tau.to(dtype))
+    return (_cast(f_plus, dtype) - _cast(f_minus, dtype)) / (2 * _cast(tau, dtype))
 
 
 def _check_indices(
@@ -522,7 +530,7 @@ def jaguar_coordinates(
         values.append(g)
     dtype = _value_dtype(tensors, *values)
     # One coordinate (Algorithm 1/2): a fresh (*batch, 1) tensor without stack's copy.
-    stacked = values[0].to(dtype).unsqueeze(-1) if n_coords == 1 else torch.stack(
+    stacked = _cast(values[0], dtype).unsqueeze(-1) if n_coords == 1 else torch.stack(
         [v.to(dtype) for v in values], dim=-1)
     return CoordinateEstimate(
         indices=indices,

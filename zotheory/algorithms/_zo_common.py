@@ -58,14 +58,16 @@ def per_run(
     if not isinstance(value, torch.Tensor):
         return float(value)
     batch = tuple(batch)
+    if value.dtype != like.dtype or value.device != like.device:  # else ``to`` would return ``value``
+        value = value.to(dtype=like.dtype, device=like.device)
     if value.ndim == 0:
-        return value.to(dtype=like.dtype, device=like.device)
+        return value
     if tuple(value.shape) != batch:
         raise ValueError(
             f"{name} must be a number or a tensor of shape batch_shape={batch}, "
             f"got a tensor of shape {tuple(value.shape)}"
         )
-    return value.to(dtype=like.dtype, device=like.device).reshape(batch + (1,) * trailing_ndim)
+    return value.reshape(batch + (1,) * trailing_ndim)
 
 
 def decays(weight_decay: float | torch.Tensor) -> bool:
@@ -98,7 +100,8 @@ def move(
     g = per_run("gamma", gamma, batch_shape(x, batch_dims), x.ndim - batch_dims, direction)
     with torch.no_grad():
         if not decays(weight_decay):
-            x.sub_((g * direction).to(x.dtype))
+            step = g * direction
+            x.sub_(step if step.dtype == x.dtype else step.to(x.dtype))
             return
         lam = per_run("weight_decay", weight_decay, batch_shape(x, batch_dims), x.ndim - batch_dims, direction)
         x.sub_((g * (direction + lam * x.to(direction.dtype))).to(x.dtype))

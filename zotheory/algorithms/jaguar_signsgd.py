@@ -297,7 +297,7 @@ def _check_indices(indices: torch.Tensor, numel: int) -> None:
 
 def _blend(old: torch.Tensor, g: torch.Tensor, b: float | torch.Tensor) -> torch.Tensor:
     """``beta m_i + (1 - beta) g_i``: the one expression both forms compute (so the same bits)."""
-    return b * old + (1 - b) * g.to(old.dtype)
+    return b * old + (1 - b) * (g if g.dtype == old.dtype else g.to(old.dtype))
 
 
 def write_momentum(
