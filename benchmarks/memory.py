@@ -264,7 +264,7 @@ def _worker(spec: dict) -> dict:
     method = spec["method"]
     steps = int(spec.get("steps", 2))
     if method == "inference":
-        out["state_numel"] = 0
+        out["state_numel"] = out["state_nbytes"] = 0
         with torch.no_grad():
             for _ in range(steps):
                 closure()

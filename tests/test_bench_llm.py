@@ -129,6 +129,17 @@ def test_memory_worker_returns_a_positive_rss_for_a_tiny_config():
     assert res["state_numel"] == 0 and res["trainable"] == res["params"] > 0
 
 
+def test_memory_run_tabulates_inference_and_a_jaguar_row():
+    """The table `zotheory bench` builds (memory.run, as --quick calls it): the inference row has no
+    state, JAGUAR's sparse state is counted in bytes (a KeyError here once broke `bench --quick`)."""
+    df = memory.run(quick=True, progress=False, methods=("inference", "jaguar_signsgd"), modes=("ft",),
+                    config="opt-2m", batch=2, seq_len=8, steps=1, jobs=1)
+    rows = df.set_index("method")
+    assert set(rows.index) == {"inference", "jaguar_signsgd"} and (rows["status"] == "ok").all(), df
+    assert rows.loc["inference", "state_bytes"] == 0 and rows.loc["inference", "state_numel"] == 0
+    assert 0 < rows.loc["jaguar_signsgd", "state_bytes"] < 4 * rows.loc["jaguar_signsgd", "trainable"]
+
+
 def test_scaling_names_unknown_methods_and_sizes():
     with pytest.raises(ValueError, match=r"unknown memory_methods \['zo_sdg'\].*zo_sgd"):
         memory.scaling(memory_methods=("inference", "zo_sdg"))
