@@ -44,12 +44,30 @@ difference along ``e_i`` it adds ``(delta(x_t + tau e_i) - delta(x_t - tau e_i))
 ``-(Delta / tau) sign(<grad f(x_t), z>)``), shrinking the estimate towards and past
 zero. ``delta(x_t) = 0``.
 
-An iteration's oracle
----------------------
-:meth:`StochasticOracle.iteration` draws ``xi^t`` ONCE (shape of ``x_t``, batch
-dimensions included) and returns a :class:`NoisyIteration` whose ``value`` /
-``grad`` use that same ``xi^t`` on every call, as the two-point proofs require.
-It follows the ``IterationOracle`` protocol of ``docs/architecture.md``.
+An iteration's oracle: two-point and one-point feedback
+-------------------------------------------------------
+``feedback="two_point"`` (TPF, the default): :meth:`StochasticOracle.iteration` draws
+``xi^t`` ONCE (shape of ``x_t``, batch dimensions included) and returns a
+:class:`NoisyIteration` whose ``value`` / ``grad`` use that same ``xi^t`` on every call,
+as the two-point proofs require.
+
+``feedback="one_point"`` (OPF, arXiv 2409.10442): ``iteration`` draws nothing; EVERY
+``value`` (and ``grad``) call draws its own ``xi`` (shape of the queried ``x``) from the
+iteration's generator, so the two calls of one difference see independent ``xi+`` and
+``xi-`` (still two calls per difference). Both follow the ``IterationOracle`` protocol of
+``docs/architecture.md``.
+
+Function-value noise ``sigma_f``. One call's value noise is ``f(x, xi) - f(x) = <xi, x>``,
+of variance ``sigma_f(x)^2 = sum_i s_i^2 x_i^2`` (:meth:`StochasticOracle.sigma_f`;
+``<= sigma^2 ||x||_inf^2``, ``= sigma^2 ||x||^2 / d`` for the uniform profile). It depends on
+``x``, so the noise does not cancel in a difference under either feedback (unlike noise
+added independently of ``x``, which cancels exactly under TPF). For the central difference
+along ``e_i`` (``x+- = x +- tau e_i``) the noise term is
+
+* TPF: ``<xi, x+ - x->/(2 tau) = xi_i``: variance ``s_i^2`` (no ``1/tau``; ``sigma_f = 0``
+  in the paper's TPF constants);
+* OPF: ``(<xi+, x+> - <xi-, x->)/(2 tau)``: variance
+  ``(sigma_f(x+)^2 + sigma_f(x-)^2) / (4 tau^2)`` -- the paper's ``sigma_f / tau`` term.
 """
 
 from __future__ import annotations
@@ -64,9 +82,10 @@ from zotheory._checks import check_choice, check_nonnegative
 
 from .problems import Problem, _like
 
-__all__ = ["StochasticOracle", "NoisyIteration", "DELTA_MODES", "SIGMA_PROFILES"]
+__all__ = ["StochasticOracle", "NoisyIteration", "DELTA_MODES", "SIGMA_PROFILES", "FEEDBACKS"]
 
 DELTA_MODES = ("none", "uniform", "quantize", "adversarial")
+FEEDBACKS = ("two_point", "one_point")
 SIGMA_PROFILES = ("uniform", "single", "harmonic")
 
 _DTYPE = torch.float64
@@ -122,14 +141,17 @@ class StochasticOracle:
     generator_device:
         Device of the generators passed to :meth:`iteration` (draws are made
         there in float64, then moved to ``x``'s device and dtype).
+    feedback:
+        One of :data:`FEEDBACKS`: ``"two_point"`` (one ``xi`` per iteration, the default)
+        or ``"one_point"`` (one ``xi`` per oracle call); see the module doc.
 
     Attributes: ``problem``, ``sigma``, ``Delta``, ``delta_mode``, ``sigma_profile``,
-    ``generator_device``, ``noise_std`` (``s``, float64, event shape), ``L``.
+    ``generator_device``, ``feedback``, ``noise_std`` (``s``, float64, event shape), ``L``.
     """
 
     def __init__(self, problem: Problem, sigma: float = 0.0, Delta: float = 0.0,
                  delta_mode: str = "none", sigma_profile: str = "uniform",
-                 generator_device: str | torch.device = "cpu") -> None:
+                 generator_device: str | torch.device = "cpu", feedback: str = "two_point") -> None:
         if not isinstance(problem, Problem):
             raise ValueError(f"problem must be a zotheory.synthetic.problems.Problem, got {type(problem).__name__}")
         self.problem = problem
@@ -139,6 +161,7 @@ class StochasticOracle:
         self.has_delta = bool(torch.as_tensor(self.Delta).gt(0).any())
         self.delta_mode = check_choice("delta_mode", delta_mode, DELTA_MODES)
         self.sigma_profile = check_choice("sigma_profile", sigma_profile, SIGMA_PROFILES)
+        self.feedback = check_choice("feedback", feedback, FEEDBACKS)
         if self.delta_mode == "none" and self.has_delta:
             raise ValueError(
                 f"Delta must be 0 when delta_mode is 'none' (got Delta={self.Delta!r}); "
@@ -170,6 +193,20 @@ class StochasticOracle:
         """``L(xi) = L`` for every ``xi`` (the noise is linear in ``x``)."""
         return self.problem.L
 
+    def sigma_f(self, x: Tensor) -> Tensor:
+        """``sqrt(Var f(x, xi)) = sqrt(sum_i s_i^2 x_i^2)`` per run (float64, shape ``batch``):
+        the function-value noise of one call at ``x`` (module doc, "sigma_f")."""
+        self.problem._check_x(x)
+        s = self.noise_std.to(x.device)
+        event = tuple(range(-len(self.problem.shape), 0))
+        return (s * s * x.detach().to(_DTYPE) ** 2).sum(dim=event).sqrt()
+
+    def draw_xi(self, shape: tuple[int, ...], generator: torch.Generator | None, like: Tensor) -> Tensor:
+        """One draw ``xi = s * z``, ``z ~ N(0, I)`` of ``shape`` (that of ``like``), as ``like``'s dtype."""
+        z = torch.randn(shape, generator=generator, dtype=_DTYPE, device=self.generator_device)
+        s = self.noise_std  # z is a fresh draw: scaled in its own storage when the shapes allow
+        return _like(z.mul_(s) if s.shape == z.shape else z * s, like)
+
     @property
     def needs_generator(self) -> bool:
         return self.has_sigma or (self.delta_mode == "uniform" and self.has_delta)
@@ -198,11 +235,8 @@ class StochasticOracle:
         self.problem._check_x(x_t)
         self._check_generator(generator)
         xi = None
-        if self.has_sigma:
-            z = torch.randn(tuple(x_t.shape), generator=generator, dtype=_DTYPE,
-                            device=self.generator_device)
-            s = self.noise_std  # z is a fresh draw: scaled in its own storage when the shapes allow
-            xi = _like(z.mul_(s) if s.shape == z.shape else z * s, x_t)
+        if self.has_sigma and self.feedback == "two_point":
+            xi = self.draw_xi(tuple(x_t.shape), generator, x_t)
         return NoisyIteration(self, xi, x_t=x_t, generator=generator)
 
     def iteration_with(self, xi: Tensor | None = None, *, x_t: Tensor | None = None,
@@ -212,6 +246,8 @@ class StochasticOracle:
         ``x_t`` is required in adversarial mode, ``generator`` in uniform mode.
         """
         if xi is not None:
+            if self.feedback == "one_point":
+                raise ValueError("xi cannot be given with feedback='one_point' (every call draws its own xi)")
             if not isinstance(xi, torch.Tensor) or not xi.is_floating_point():
                 raise ValueError(f"xi must be a floating-point tensor or None, got {xi!r}")
             self.problem._check_x(xi)
@@ -219,6 +255,10 @@ class StochasticOracle:
             self.problem._check_x(x_t)
         if self.delta_mode == "adversarial" and self.has_delta and x_t is None:
             raise ValueError("x_t must be given in delta_mode 'adversarial' (the iterate the adversary sees)")
+        if self.feedback == "one_point" and self.has_sigma:
+            self._check_generator(generator)
+            if generator is None:
+                raise ValueError("generator must be a torch.Generator with feedback='one_point' and sigma > 0, got None")
         if self.delta_mode == "uniform" and self.has_delta:
             self._check_generator(generator)
             if generator is None:
@@ -228,11 +268,12 @@ class StochasticOracle:
     def constants(self) -> dict[str, Any]:
         """Noise constants for tidy result rows."""
         return {"sigma": self.sigma, "Delta": self.Delta, "delta_mode": self.delta_mode,
-                "sigma_profile": self.sigma_profile}
+                "sigma_profile": self.sigma_profile, "feedback": self.feedback}
 
     def __repr__(self) -> str:
         return (f"StochasticOracle({self.problem!r}, sigma={self.sigma!r}, Delta={self.Delta!r}, "
-                f"delta_mode={self.delta_mode!r}, sigma_profile={self.sigma_profile!r})")
+                f"delta_mode={self.delta_mode!r}, sigma_profile={self.sigma_profile!r}, "
+                f"feedback={self.feedback!r})")
 
 
 class NoisyIteration:
@@ -258,11 +299,20 @@ class NoisyIteration:
             self.x_t = x_t.detach().clone()
             self.grad_t = self.problem.grad(self.x_t)
 
+    def _xi_for_call(self, x: Tensor) -> Tensor | None:
+        """``xi^t`` (TPF), or a fresh draw for this call (OPF; ``None`` when ``sigma == 0``)."""
+        o = self.oracle
+        if o.feedback == "one_point" and o.has_sigma:
+            return o.draw_xi(tuple(x.shape), self.generator, x)
+        return self.xi
+
     def stochastic_value(self, x: Tensor) -> Tensor:
-        """``f(x, xi^t) = f(x) + <xi^t, x>`` (no oracle noise); shape ``batch``."""
+        """``f(x, xi) = f(x) + <xi, x>`` (no oracle noise), ``xi`` = ``xi^t`` (TPF) or this
+        call's own draw (OPF); shape ``batch``."""
         v = self.problem.value(x)
-        if self.xi is not None:
-            v = v + (_like(self.xi, x) * x).sum(dim=self._event_dims)
+        xi = self._xi_for_call(x)
+        if xi is not None:
+            v = v + (_like(xi, x) * x).sum(dim=self._event_dims)
         return v
 
     def _delta(self, x: Tensor, batch_shape: torch.Size) -> Tensor | None:
@@ -292,8 +342,10 @@ class NoisyIteration:
         return v if delta is None else v + delta
 
     def grad(self, x: Tensor) -> Tensor:
-        """``grad f(x, xi^t) = grad f(x) + xi^t`` (first-order methods; no oracle noise)."""
+        """``grad f(x, xi) = grad f(x) + xi`` (first-order methods; no oracle noise), ``xi`` as in
+        :meth:`stochastic_value`."""
         g = self.problem.grad(x)
-        if self.xi is not None:
-            g = g + _like(self.xi, x)
+        xi = self._xi_for_call(x)
+        if xi is not None:
+            g = g + _like(xi, x)
         return g

@@ -232,7 +232,8 @@ def test_adversarial_snapshots_the_iterate() -> None:
 
 def test_constants() -> None:
     o = StochasticOracle(SeparableCosine(3), sigma=0.5, Delta=0.01, delta_mode="quantize", sigma_profile="harmonic")
-    assert o.constants() == {"sigma": 0.5, "Delta": 0.01, "delta_mode": "quantize", "sigma_profile": "harmonic"}
+    assert o.constants() == {"sigma": 0.5, "Delta": 0.01, "delta_mode": "quantize", "sigma_profile": "harmonic",
+                            "feedback": "two_point"}
     assert o.L == o.problem.L
 
 

@@ -28,6 +28,14 @@ Coordinate estimators (return :class:`~zotheory.estimates.CoordinateEstimate`)
   error is ``<= L tau / 2 + Delta / tau``. On quadratics the difference is exact.
   With ``i`` uniform, ``d * E_i[g_i e_i] = grad f`` on quadratics.
 
+* :func:`full_coordinate_difference` (arXiv 2409.10442's "full difference"): every
+  coordinate ``i = 0..d-1`` in order, each its own central difference, ``2d`` oracle calls::
+
+      sum_i ( f^(x + tau e_i) - f^(x - tau e_i) ) / (2 tau) e_i;
+
+  it *is* :func:`jaguar_coordinates` with ``indices = [0, 1, ..., d-1]`` (no draw), so the
+  ``CoordinateEstimate``'s ``values`` hold the dense vector in flat event order.
+
 * :func:`jaguar_block` (``mode="block"``, the authors' released code): a block
   ``S`` made of ``fraction`` of the rows times ``fraction`` of the columns of each
   2-D tensor (tensors of rank > 2 are viewed as ``(shape[0], rest)``),
@@ -58,6 +66,9 @@ given explicitly as ``z=`` (stored in the estimate). The estimate is
 * :func:`sphere_two_point`: ``z`` uniform on the unit sphere of the whole event
   space, ``scale = d (f^(x + tau z) - f^(x - tau z)) / (2 tau)`` (the factor ``d``
   makes ``E[scale z] ~ grad f`` since ``E[z z^T] = I/d``).
+* :func:`l2_smoothing`: arXiv 2409.10442's "l2 smoothing" baseline, one direction uniform
+  on the unit sphere, ``d (f^(x + tau e) - f^(x - tau e)) / (2 tau) e``: it *is*
+  :func:`sphere_two_point` (a named entry point, no other code).
 * :func:`rademacher_two_point`: ``z in {-1, +1}^d``, same scale as Gaussian.
 * :func:`forward_difference`: ``scale = c (f^(x + tau z) - f0) / tau`` with
   ``f0 = f^(x)`` (one more call unless ``f0`` is supplied) and ``c = d`` for the
@@ -135,7 +146,9 @@ __all__ = [
     "jaguar_coordinates",
     "jaguar_block",
     "jaguar_row",
+    "full_coordinate_difference",
     "gaussian_two_point",
+    "l2_smoothing",
     "sphere_two_point",
     "rademacher_two_point",
     "forward_difference",
@@ -538,6 +551,26 @@ def jaguar_coordinates(
         mode="coordinate",
         oracle_calls=2 * n_coords,
     )
+
+
+def full_coordinate_difference(
+    params: Params,
+    closure: Closure,
+    tau: float | Tensor,
+    *,
+    batch_dims: int = 0,
+) -> CoordinateEstimate:
+    """The full coordinate difference ``sum_i (f^(x + tau e_i) - f^(x - tau e_i)) / (2 tau) e_i``.
+
+    All ``d`` event coordinates in order ``i = 0..d-1`` (``2d`` oracle calls): exactly
+    :func:`jaguar_coordinates` with ``indices = arange(d)`` for every run, so ``values``
+    (shape ``(*batch, d)``) is the dense estimate in flat event order.
+    """
+    tensors, _, batch_dims = _as_list(params, batch_dims)
+    batch_shape = tuple(tensors[0].shape[:batch_dims])
+    d = sum(_event_numel(p, batch_dims) for p in tensors)
+    every = torch.arange(d, device=tensors[0].device).expand(*batch_shape, d).contiguous()
+    return jaguar_coordinates(params, closure, tau, indices=every, batch_dims=batch_dims)
 
 
 def _block_count(n: int, fraction: float) -> int:
@@ -948,6 +981,11 @@ def sphere_two_point(
         params, closure, tau, distribution="sphere", seed=seed, z=z,
         batch_dims=batch_dims, restore=restore,
     )
+
+
+#: arXiv 2409.10442's l2-smoothing baseline, ``d (f^(x+tau e) - f^(x-tau e)) / (2 tau) e`` with ``e``
+#: uniform on the unit sphere: :func:`sphere_two_point` itself (the same function, another name).
+l2_smoothing = sphere_two_point
 
 
 def rademacher_two_point(
