@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from .fw_problems import Logistic, Quadratic, SinePL, SquaredHinge
 from .problems import (
     CauchyRegression,
     EntrywiseCosineMatrix,
@@ -19,6 +20,11 @@ FAMILIES: dict[str, type[Problem]] = {
     "kinked_quadratic": KinkedQuadratic,
     "cauchy_regression": CauchyRegression,
     "matrix_sensing": MatrixSensing,
+    # issue 14 (FW / projected GD with JAGUAR, arXiv 2409.10442): synthetic/fw_problems.py
+    "quadratic": Quadratic,
+    "logistic": Logistic,
+    "squared_hinge": SquaredHinge,
+    "sine_pl": SinePL,
 }
 
 

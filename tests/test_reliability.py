@@ -550,7 +550,7 @@ def test_unknown_names_list_the_valid_ones():
 
     cases = [
         (lambda: get_algorithm("jaguarr"), r"unknown algorithm 'jaguarr'; valid: \['acc_zom'"),
-        (lambda: make_problem({"family": "quadratic"}), r"unknown problem family 'quadratic'; valid: \["),
+        (lambda: make_problem({"family": "quadratik"}), r"unknown problem family 'quadratik'; valid: \["),
         (lambda: build("medium"), r"preset must be one of \['smoke', 'quick', 'full'\]"),
         (lambda: build("smoke", ["t_swep"]), r"unknown experiment\(s\) \['t_swep'\]; valid: \["),
         (lambda: get_task("sst9"), r"name must be one of \[.*'sentiment'.*\], got 'sst9'"),
