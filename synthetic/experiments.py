@@ -305,6 +305,29 @@ def gamma_scaling(preset: str) -> list[RunSpec]:
     return specs
 
 
+# ----------------------------------------------------------------------------- issue 14
+def fw_smoke(preset: str) -> list[RunSpec]:
+    """Issue 14 (arXiv 2409.10442), engine check only: Frank-Wolfe with JAGUAR-d (deterministic
+    oracle, gamma_k = 4/(k + 8d)) and JAGUAR-s (Gaussian gradient noise sigma = 0.1, two-point
+    feedback, gamma_k = 4/(k + 8 d^{3/2}), eta_k = 4/(k + 8 d^{3/2})^{2/3}) on a rotated quadratic
+    (d = 10, spectrum [1, 100]) over the unit simplex. Smoke and quick presets only; no figure yet
+    (the report skips it)."""
+    if preset not in ("smoke", "quick"):
+        return []
+    T = {"smoke": 500, "quick": 2000}[preset]
+    prob = {"family": "quadratic", "d": 10, "mu": 1.0, "L": 100.0}
+    simplex = {"set": "simplex", "R": 1.0}
+    arms = (("JAGUAR-d, deterministic", {"variant": "d", "schedule": "deterministic"}, _noise()),
+            ("JAGUAR-s, sigma=0.1", {"variant": "s", "schedule": "stochastic"}, _noise(sigma=0.1)))
+    specs = []
+    for label, options, noise in arms:
+        hp = {"gamma": 1.0, "tau": TAU_NOISE_FREE, "method": "fw", **options}
+        for seed in range(2):
+            specs.append(RunSpec("fw_smoke", prob, "jaguar_fw", hp, T, seed, noise, {"condition": label},
+                                 constraint=simplex))
+    return specs
+
+
 EXPERIMENTS: dict[str, Callable[[str], list[RunSpec]]] = {
     "t_sweep": t_sweep,
     "tau_sweep": tau_sweep,
@@ -314,6 +337,7 @@ EXPERIMENTS: dict[str, Callable[[str], list[RunSpec]]] = {
     "jaguar_vs_gaussian": jaguar_vs_gaussian,
     "muon_orthogonalization": muon_orthogonalization,
     "gamma_scaling": gamma_scaling,
+    "fw_smoke": fw_smoke,
 }
 
 

@@ -455,7 +455,8 @@ def report_bounds(df: pd.DataFrame, out: Path) -> tuple[list[Row], Path]:
         ax.plot(lim, lim, "k--", lw=1, label="measured = bound")
     ax.set(xscale="log", yscale="log", xlabel="theorem bound (derived constants)",
            ylabel="measured trajectory average", title="every JAGUAR run against its bound")
-    ax.legend(fontsize=7)
+    if not tab.empty:
+        ax.legend(fontsize=7)
     return rows, _save(fig, out / "rates_bound_check.png")
 
 

@@ -18,6 +18,12 @@ matrices) at x^t, and running sums ``sum_grad_*`` over s = 0..t-1 with their
 averages ``avg_grad_*`` (the theorem's left-hand side is the average over
 s = 0..T-1), oracle calls, wall time. The output x^{N(T)} with N(T) ~ U{1..T} is
 realised per run: ``out_N`` and ``out_grad_*`` (norms at x^{N(T)}).
+
+Constrained runs (registry ``constrained``: ``jaguar_fw``) carry ``RunSpec.constraint = {"set", "R"}``
+(part of the run id and the group key only when given, so other runs hash as before): the group
+starts at the projection of x0 onto Q, the kernel gets ``Q=``, and the log adds the exact
+``fw_gap`` (true gradient), ``f_gap`` against f*_Q (``problem.f_star_on``) and its constants.
+Hyper keys that the kernel's ``step`` does not take are its ``init``'s (``variant``, ``start``).
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from .problems import nuclear_norm
 from .registry import FAMILIES, make_problem
 from .results import run_id
 
-NUMERIC_HYPERPARAMETERS = ("gamma", "beta", "tau")
+NUMERIC_HYPERPARAMETERS = ("gamma", "beta", "tau", "eta")
 NUMERIC_NOISE = ("sigma", "Delta")
 
 
@@ -57,12 +63,15 @@ class RunSpec:
     seed: int
     noise: dict[str, Any] = field(default_factory=lambda: {"sigma": 0.0, "Delta": 0.0, "delta_mode": "none"})
     labels: dict[str, Any] = field(default_factory=dict)
+    # {"set": "simplex" | "l1" | "l2", "R": radius} for constrained kernels (registry `constrained`);
+    # None otherwise, and then absent from config() and the group key (run ids unchanged).
+    constraint: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         validate_spec(self)
 
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "experiment": self.experiment,
             "problem": self.problem,
             "algorithm": self.algorithm,
@@ -72,6 +81,9 @@ class RunSpec:
             "noise": self.noise,
             "labels": self.labels,
         }
+        if self.constraint is not None:
+            config["constraint"] = self.constraint
+        return config
 
     @property
     def run_id(self) -> str:
@@ -80,18 +92,23 @@ class RunSpec:
     def group_key(self) -> str:
         options = {k: v for k, v in self.hyper.items() if k not in NUMERIC_HYPERPARAMETERS}
         noise = {k: v for k, v in self.noise.items() if k not in NUMERIC_NOISE}
-        return run_id(
-            {
-                "experiment": self.experiment,
-                "problem": self.problem,
-                "algorithm": self.algorithm,
-                "options": options,
-                "noise": noise,
-            }
-        )
+        key = {
+            "experiment": self.experiment,
+            "problem": self.problem,
+            "algorithm": self.algorithm,
+            "options": options,
+            "noise": noise,
+        }
+        if self.constraint is not None:
+            key["constraint"] = self.constraint
+        return run_id(key)
 
 
-_STEP_RESERVED = {"x", "oracle", "state", "generator", "batch_dims"}
+_STEP_RESERVED = {"x", "oracle", "state", "generator", "batch_dims", "Q"}
+# init keywords the engine supplies itself (a kernel's other init keywords are options: hyper keys
+# that its step does not take go to its init, e.g. jaguar_fw's variant and start)
+_INIT_RESERVED = {"x", "batch_dims", "oracle", "tau"}
+CONSTRAINT_SETS = ("simplex", "l1", "l2")
 
 
 @lru_cache(maxsize=None)
@@ -136,8 +153,12 @@ def validate_spec(spec: "RunSpec") -> None:
         raise ValueError(f"RunSpec.algorithm must be one of {sorted(ALGORITHMS)}, got {spec.algorithm!r}")
     if "gamma" not in spec.hyper:
         raise ValueError(f"RunSpec.hyper needs 'gamma' (the step size), got {dict(spec.hyper)}")
+    info = ALGORITHMS[spec.algorithm]
+    step_keys = _keywords(info.module.step, frozenset(_STEP_RESERVED))
+    init_keys = _keywords(info.module.init, frozenset(_INIT_RESERVED))
     _check_keys(f"hyper ({spec.algorithm})", spec.hyper,
-                _keywords(ALGORITHMS[spec.algorithm].module.step, frozenset(_STEP_RESERVED)))
+                None if step_keys is None or init_keys is None else step_keys | init_keys)
+    _validate_constraint(spec, info.constrained)
     for name in NUMERIC_HYPERPARAMETERS:
         if name in spec.hyper:
             _check_number(f"hyper[{name!r}]", spec.hyper[name])
@@ -149,6 +170,42 @@ def validate_spec(spec: "RunSpec") -> None:
         v = getattr(spec, name)
         if not isinstance(v, Integral) or isinstance(v, bool) or v < low:
             raise ValueError(f"RunSpec.{name} must be an integer >= {low}, got {v!r}")
+
+
+def _validate_constraint(spec: "RunSpec", constrained: bool) -> None:
+    c = spec.constraint
+    if c is None:
+        if constrained:
+            raise ValueError(f"RunSpec.constraint is needed by {spec.algorithm!r}: "
+                             f"{{'set': one of {list(CONSTRAINT_SETS)}, 'R': radius > 0}}")
+        return
+    if not constrained:
+        raise ValueError(f"RunSpec.constraint is for constrained algorithms only, not {spec.algorithm!r}")
+    if not isinstance(c, Mapping) or set(c) != {"set", "R"}:
+        raise ValueError(f"RunSpec.constraint must be {{'set': ..., 'R': ...}}, got {c!r}")
+    if c["set"] not in CONSTRAINT_SETS:
+        raise ValueError(f"RunSpec.constraint['set'] must be one of {list(CONSTRAINT_SETS)}, got {c['set']!r}")
+    _check_number("constraint['R']", c["R"])
+    if c["R"] <= 0:
+        raise ValueError(f"RunSpec.constraint['R'] must be > 0, got {c['R']!r}")
+
+
+def _split_options(algo: Any, options: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(step options, init options): the hyper keys a kernel's step does not take go to its init."""
+    step_keys = _keywords(algo.step, frozenset(_STEP_RESERVED))
+    if step_keys is None:
+        return dict(options), {}
+    return ({k: v for k, v in options.items() if k in step_keys},
+            {k: v for k, v in options.items() if k not in step_keys})
+
+
+def _constrained_optimum(problem: Any, kind: str, R: float) -> tuple[float, float]:
+    """``(f*_Q, certificate)``: the problem's minimum over ``Q`` and its FW gap there (NaN, NaN when
+    the family has no ``f_star_on``: non-convex problems)."""
+    if not hasattr(problem, "f_star_on"):
+        return math.nan, math.nan
+    opt = problem.f_star_on(kind, R)
+    return opt.f_star, opt.fw_gap
 
 
 def group_runs(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
@@ -208,11 +265,26 @@ def run_group(
         if name in first.hyper:
             hp[name] = torch.tensor([float(s.hyper[name]) for s in specs], dtype=dtype)
     options = {k: v for k, v in first.hyper.items() if k not in NUMERIC_HYPERPARAMETERS}
+    options, init_options = _split_options(algo, options)
     gamma = hp.pop("gamma")
 
     g_algo, g_noise, g_out = _generator(key, 1), _generator(key, 2), _generator(key, 3)
     x = problem.x0.to(dtype).expand(B, *problem.shape).clone()
-    state = algo.init(x, batch_dims=1)
+    Q = None
+    if first.constraint is not None:
+        # a constrained run starts at the projection of the problem's x0 onto Q (exact, in Q)
+        from zotheory.constraints import make_set
+
+        Q = make_set(first.constraint["set"], float(first.constraint["R"]))
+        x = Q.project(x)
+        options["Q"] = Q
+        f_star_Q, f_star_Q_certificate = _constrained_optimum(problem, first.constraint["set"],
+                                                              float(first.constraint["R"]))
+    if init_options.get("start", "zeros") != "zeros":
+        # a start that queries the oracle (jaguar_fw's full difference): one iteration's oracle at x^0
+        init_options.update(oracle=oracle.iteration(x, g_noise), tau=hp["tau"])
+    state = algo.init(x, batch_dims=1, **init_options)
+    init_calls = int(getattr(state, "oracle_calls", 0))
     # N(T) ~ Uniform{1..T} per run (floor of a uniform draw scaled by each run's T)
     out_N = (torch.rand(B, generator=g_out, dtype=dtype) * T_row).long().clamp(max=T_row - 1) + 1
 
@@ -272,13 +344,15 @@ def run_group(
                 out_norms[k] = torch.where(hit, current[k], out_norms[k])
         if next_i < len(points) and step_no == points[next_i]:
             next_i += 1
-            f_gap = problem.value(x) - problem.f_star
+            f_gap = problem.value(x) - (problem.f_star if Q is None else f_star_Q)
+            fw_gap = None if Q is None else Q.fw_gap(x, problem.grad(x))
             wall = time.perf_counter() - t0
             for b in range(B):
                 if step_no in row_points[b]:
                     records[b].append({
                         "t": step_no,
                         "f_gap": float(f_gap[b]),
+                        **({} if fw_gap is None else {"fw_gap": float(fw_gap[b])}),
                         "wall_time_s": wall,
                         **{f"grad_{k}": float(current[k][b]) for k in ("l1", "l2", "nuc")},
                         **{f"sum_grad_{k}": float(sums[k][b]) for k in ("l1", "l2", "nuc")},
@@ -300,7 +374,7 @@ def run_group(
         df.insert(2, "algorithm", spec.algorithm)
         df.insert(3, "seed", spec.seed)
         df.insert(4, "T", spec.T)
-        df["oracle_calls"] = calls_per_step * df["t"]
+        df["oracle_calls"] = calls_per_step * df["t"] + init_calls
         for k in ("l1", "l2", "nuc"):
             df[f"avg_grad_{k}"] = df[f"sum_grad_{k}"] / df["t"]
         df["out_N"] = int(out_N[b])
@@ -312,6 +386,11 @@ def run_group(
             df[f"noise_{k}"] = v
         for k, v in constants.items():
             df[f"problem_{k}"] = v
+        if Q is not None:
+            df["problem_f_star_Q"] = f_star_Q
+            df["problem_f_star_Q_certificate"] = f_star_Q_certificate
+            df["constraint_set"] = first.constraint["set"]
+            df["constraint_R"] = float(first.constraint["R"])
         for k, v in spec.labels.items():
             df[f"label_{k}"] = v
         df["group_size"] = B

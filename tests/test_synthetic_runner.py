@@ -176,7 +176,11 @@ def test_the_registry_says_truly_which_algorithms_run_on_the_synthetic_engine(al
     from zotheory.cli import main, runs_on
 
     hyper = {"gamma": 0.01, **({} if algorithm in NO_TAU else {"tau": 1e-3}), **EXTRA.get(algorithm, {})}
-    specs = [RunSpec("test", MAT if algorithm in MATRIX_ONLY else VEC, algorithm, hyper, 20, s) for s in (0, 1)]
+    if ALGORITHMS[algorithm].constrained:  # a convex problem with f*_Q, on a set
+        specs = [RunSpec("test", {"family": "quadratic", "d": 6, "L": 10.0}, algorithm, hyper, 20, s,
+                         constraint={"set": "l1", "R": 1.0}) for s in (0, 1)]
+    else:
+        specs = [RunSpec("test", MAT if algorithm in MATRIX_ONLY else VEC, algorithm, hyper, 20, s) for s in (0, 1)]
     if ALGORITHMS[algorithm].batched:
         frames = run_group(specs)
         assert all(np.isfinite(f["f_gap"]).all() for f in frames.values())

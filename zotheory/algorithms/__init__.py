@@ -4,7 +4,8 @@
 (module, paper reference, whether the code is an exact transcription, the
 oracle cost of one step, and whether the kernel runs batched, i.e. on the synthetic
 engine). Every kernel's ``step`` also takes a list of tensors (a model's parameters);
-:mod:`zotheory.optim` has one ``torch.optim.Optimizer`` per entry. :func:`get_algorithm` returns the module, whose
+:mod:`zotheory.optim` has one ``torch.optim.Optimizer`` per entry, except the ``constrained`` ones
+(their ``step`` takes a constraint set ``Q``; they run on the synthetic engine only). :func:`get_algorithm` returns the module, whose
 ``init`` / ``update`` / ``step`` follow the contract.
 """
 
@@ -25,6 +26,8 @@ class AlgorithmInfo:
     oracle: str  # "zero-order" | "first-order" | "forward-mode (jvp)"
     calls: Callable[[Mapping[str, Any]], int]  # oracle calls (or gradient / jvp calls) per step
     batched: bool = True  # the kernel takes batch_dims=1 (runs on the synthetic engine)
+    # the kernel takes Q= (a zotheory.constraints set): engine runs need RunSpec.constraint; no optimizer
+    constrained: bool = False
 
     @property
     def module(self) -> ModuleType:
@@ -69,6 +72,8 @@ ALGORITHMS: dict[str, AlgorithmInfo] = {
         AlgorithmInfo("jaguar_signsgd_released", "JAGUAR SignSGD (authors' released code)",
                       "evseevgrv/ZO_LLM trainer.py zo_jaguar_step @45a6749", "named variant", "zero-order",
                       lambda o: 2, batched=False),
+        AlgorithmInfo("jaguar_fw", "JAGUAR-d / JAGUAR-s in Frank-Wolfe or projected GD",
+                      "arXiv 2409.10442 (seed 002)", "exact", "zero-order", lambda o: 2, constrained=True),
     ]
 }
 

@@ -28,8 +28,10 @@ Q            ``step(..., Q=)``: a :class:`zotheory.constraints.ConstraintSet`
 d            the event numel of ``x``
 ===========  ==============================================================
 
-Schedules (``zotheory.constraints.fw_step_deterministic`` etc.) are the caller's: ``step`` takes
-this iteration's numbers (or per-run tensors).
+Schedules (``zotheory.constraints.fw_step_deterministic`` etc.): ``step(..., schedule="constant")``
+takes this iteration's numbers (or per-run tensors); ``schedule="deterministic"`` / ``"stochastic"``
+computes ``gamma_k`` (times ``gamma``, the scale) and JAGUAR-s's ``eta_k`` from ``k = state.step``
+(:func:`schedule_values`; the synthetic engine's way).
 
 Citation: "New Aspects of Black Box Conditional Gradient: Variance Reduction and One Point
 Feedback", arXiv:2409.10442 (2024); earlier versions in ``intsystems/Bogdanov-BS-Thesis``
@@ -63,11 +65,13 @@ from ..estimates import CoordinateEstimate
 from ._zo_common import batch_shape, check_batch_dims, per_run, require_generator
 from .jaguar_signsgd import write_momentum
 
-__all__ = ["JaguarFWState", "VARIANTS", "STARTS", "METHODS", "init", "update", "estimate", "step"]
+__all__ = ["JaguarFWState", "VARIANTS", "STARTS", "METHODS", "SCHEDULES", "init", "update", "estimate",
+           "schedule_values", "step"]
 
 VARIANTS = ("d", "s")
 STARTS = ("zeros", "full")
 METHODS = ("fw", "pgd")
+SCHEDULES = ("constant", "deterministic", "stochastic")
 
 
 @dataclass
@@ -165,18 +169,43 @@ def estimate(x: torch.Tensor, oracle: Any, state: JaguarFWState, *, tau: float |
     return update(est, state, eta=eta, inplace=inplace)
 
 
+def schedule_values(schedule: str, k: int, d: int, variant: str, gamma: float | torch.Tensor,
+                    eta: float | torch.Tensor | None) -> tuple[float | torch.Tensor, float | torch.Tensor | None]:
+    """This iteration's ``(gamma_k, eta_k)`` under ``schedule`` (``k`` = updates done, from 0).
+
+    ``"constant"``: ``(gamma, eta)`` as given. ``"deterministic"``: ``gamma_k = gamma * 4 / (k + 8 d)``
+    (``gamma`` is the schedule's scale, 1 = the paper's), ``eta`` as given (a constant, JAGUAR-s).
+    ``"stochastic"``: ``gamma_k = gamma * 4 / (k + 8 d^{3/2})`` and, for JAGUAR-s,
+    ``eta_k = 4 / (k + 8 d^{3/2})^{2/3}`` (``eta`` must then not be given).
+    """
+    from ..constraints import fw_step_deterministic, fw_step_stochastic, momentum_stochastic
+
+    check_choice("schedule", schedule, SCHEDULES)
+    if schedule == "constant":
+        return gamma, eta
+    if schedule == "deterministic":
+        return gamma * fw_step_deterministic(k, d), eta
+    if variant == "s":
+        if eta is not None:
+            raise ValueError(f"schedule='stochastic' sets eta_k itself; got eta={eta!r}")
+        eta = momentum_stochastic(k, d)
+    return gamma * fw_step_stochastic(k, d), eta
+
+
 def step(x: torch.Tensor, oracle: Any, state: JaguarFWState, *, gamma: float | torch.Tensor,
          tau: float | torch.Tensor, Q: Any, method: str = "fw", eta: float | torch.Tensor | None = None,
-         generator: torch.Generator | None = None, indices: torch.Tensor | None = None,
-         batch_dims: int = 0, inplace: bool = True) -> JaguarFWState:
+         schedule: str = "constant", generator: torch.Generator | None = None,
+         indices: torch.Tensor | None = None, batch_dims: int = 0, inplace: bool = True) -> JaguarFWState:
     """One iteration: :func:`estimate`, then the Frank-Wolfe move (``method="fw"``,
     ``x <- x + gamma (Q.lmo(D) - x)``) or the projected step (``"pgd"``, ``x <- Q.project(x - gamma D)``),
-    ``x`` (shape ``(d,)`` or ``(B, d)``) moved in place."""
+    ``x`` (shape ``(d,)`` or ``(B, d)``) moved in place. ``schedule`` (:func:`schedule_values`, with
+    ``k = state.step``): ``"constant"`` uses ``gamma`` and ``eta`` as given (this iteration's numbers)."""
     from ..constraints import ConstraintSet, frank_wolfe_move, projected_step
 
     check_choice("method", method, METHODS)
     if not isinstance(Q, ConstraintSet):
         raise ValueError(f"Q must be a zotheory.constraints.ConstraintSet, got {type(Q).__name__}")
+    gamma, eta = schedule_values(schedule, state.step, math.prod(x.shape[batch_dims:]), state.variant, gamma, eta)
     if method == "fw":
         check_in_range("gamma", gamma, 0.0, 1.0, low_closed=True, high_closed=True)
     else:
