@@ -262,10 +262,15 @@ def test_sort_based_splits_equal_the_mask_based_ones():
             continue
         tensors = [torch.zeros(n) for n in numels]
         offsets = [sum(numels[:j]) for j in range(len(numels) + 1)]
-        parts = estimators._split_global(tensors, idx)
+        session = object()
+        parts, moved = estimators._split_global(tensors, idx, session)
         expected = [(j, idx[(idx >= offsets[j]) & (idx < offsets[j + 1])] - offsets[j]) for j in range(len(numels))]
         expected = [(j, e) for j, e in expected if e.numel()]
         assert len(parts) == len(expected)
+        # the hint for the oracle names the same tensors and local indices (zotheory.llm.prefix reads it)
+        assert moved.session is session and len(moved.tensors) == len(expected)
+        for t, w, (j, e) in zip(moved.tensors, moved.indices, expected):
+            assert t is tensors[j] and torch.equal(w, e)
         for (t, loc), (j, e) in zip(parts, expected):
             flat = loc if isinstance(loc, torch.Tensor) else loc[-1]  # contiguous: the flat indices
             assert t.data_ptr() == tensors[j].data_ptr() and torch.equal(flat.reshape(-1), e)  # input order kept

@@ -456,12 +456,13 @@ def _offsets(numels: Sequence[int]) -> list[int]:
 
 
 def _split_global(
-    tensors: list[Tensor], flat: Tensor, session: object | None = None
-) -> list[tuple[Tensor, tuple[Tensor, ...]]] | tuple[list, Perturbation]:
+    tensors: list[Tensor], flat: Tensor, session: object
+) -> tuple[list[tuple[Tensor, tuple[Tensor, ...]]], Perturbation]:
     """Route global flat indices (unbatched) of a tensor list to per-tensor locations.
 
-    One host transfer of the indices; work proportional to the tensors actually hit.
-    With a ``session``: ``(parts, Perturbation)`` naming the tensors hit and their local indices.
+    One host transfer of the indices; work proportional to the tensors actually hit. Returns
+    ``(parts, Perturbation)``: the locations, and the hint naming the tensors hit and their
+    local indices for the estimator call ``session``.
     """
     numels = [p.numel() for p in tensors]
     offsets = _offsets(numels)
@@ -472,8 +473,6 @@ def _split_global(
         parts.append(_locate(tensors[t], local.to(tensors[t].device), 0))
         hit.append(tensors[t])
         where.append(local)
-    if session is None:
-        return parts
     return parts, Perturbation(session, tuple(hit), tuple(where))
 
 
