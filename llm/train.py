@@ -433,16 +433,14 @@ def _write_output(path: Path, write) -> None:
     path = Path(path)
     pending = _pending(path)
 
-    def staged(tmp: Path) -> None:
-        write(tmp)
-        digest = integrity.sha256_file(tmp)
+    def record(digest: str) -> None:  # the temporary's digest (write_checked hashes it once)
         try:
             integrity.atomic_write(pending, lambda p: p.write_text(f"{digest}  {path.name}\n"))
         except CommandError as err:  # name the file being written, not the pending record
             cause = err.__cause__
             raise (integrity.disk_error(cause, path) if isinstance(cause, OSError) else err) from cause
 
-    write_checked(path, staged)
+    write_checked(path, write, before_rename=record)
     try:
         pending.unlink(missing_ok=True)
     except OSError:  # pragma: no cover - harmless: the file and its checksum agree

@@ -51,3 +51,18 @@ def test_temporaries_name_their_writer(tmp_path):
     assert integrity.is_temporary(name) and integrity.temporary_owner(name) == os.getpid()
     assert integrity.owner_alive(os.getpid())
     assert not integrity.is_temporary(tmp_path / "r.bin")
+
+
+def test_write_checked_hashes_the_file_once_and_reports_the_digest_before_the_rename(tmp_path, monkeypatch):
+    """A checkpoint can be gigabytes: its SHA-256 is taken once, of the complete temporary, and the
+    caller's ``before_rename`` sees that digest while the old file is still in place."""
+    calls, seen = [], []
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: calls.append(p) or real(p))
+    path = tmp_path / "ckpt.bin"
+    integrity.write_checked(path, lambda t: t.write_bytes(b"old"))
+    calls.clear()
+    integrity.write_checked(path, lambda t: t.write_bytes(b"new"),
+                            before_rename=lambda d: seen.append((d, path.read_bytes())))
+    assert len(calls) == 1
+    assert seen == [(real(path), b"old")] and integrity.problem(path) is None

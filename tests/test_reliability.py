@@ -289,10 +289,10 @@ def test_crash_while_writing_final_outputs_resumes_to_the_same_result(tmp_path, 
     cfg = _ft_config(tmp_path / "crash", **kw)
     real = train_mod.write_checked  # every output goes through zotheory.integrity.write_checked
 
-    def crashing(path, write):
+    def crashing(path, write, **kw):
         if Path(path).name == "result.json":  # the final checkpoint and log are on disk already
             raise _Crash()
-        return real(path, write)
+        return real(path, write, **kw)
 
     monkeypatch.setattr(train_mod, "write_checked", crashing)
     with pytest.raises(_Crash):

@@ -109,11 +109,22 @@ def sidecar(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + SIDECAR)
 
 
-def write_checked(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """:func:`atomic_write` plus the SHA-256 sidecar (written after the file)."""
-    path = atomic_write(path, write)
-    digest = sha256_file(path)
-    atomic_write(sidecar(path), lambda p: p.write_text(f"{digest}  {path.name}\n"))
+def write_checked(path: str | os.PathLike, write: Callable[[Path], None], *,
+                  before_rename: Callable[[str], None] | None = None) -> Path:
+    """:func:`atomic_write` plus the SHA-256 sidecar (written after the file). The digest is taken
+    once, of the complete temporary; ``before_rename(digest)`` (optional) runs before the rename
+    (the training loop records it there, so a kill between the file and its sidecar is
+    recoverable)."""
+    digest: list[str] = []
+
+    def staged(tmp: Path) -> None:
+        write(tmp)
+        digest.append(sha256_file(tmp))
+        if before_rename is not None:
+            before_rename(digest[0])
+
+    path = atomic_write(path, staged)
+    atomic_write(sidecar(path), lambda p: p.write_text(f"{digest[0]}  {path.name}\n"))
     return path
 
 
